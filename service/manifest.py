@@ -1,0 +1,121 @@
+"""The manifest: what a model version is, written by training and read by the service.
+
+`models/<family>/<version>/manifest.json` describes everything a reader needs — files with their sha256, the ONNX
+graphs' input/output contracts, tokenizer settings, family-specific settings, data provenance, hyper-parameters and
+measured metrics next to their baseline. Nothing is re-derived from file names or code defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class FileEntry(_Strict):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class TensorSpec(_Strict):
+    name: str
+    dtype: Literal["int64", "float32"]
+    dims: list[str | int]  # symbolic names ("batch", "seq") or fixed sizes
+
+
+class GraphSpec(_Strict):
+    """One ONNX graph: its file, opset and the exact input/output contract."""
+
+    file: str
+    opset: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class TokenizerSpec(_Strict):
+    kind: Literal["word"] = "word"
+    vocab_file: str
+    vocab_size: int
+    min_count: int
+    lowercase: bool = True
+    eos: Literal["line"] = "line"
+
+
+class DataSpec(_Strict):
+    source: str  # a human-readable description: package archive + file, or a user's path
+    sha256: str  # hash of the exact text/rows the splits were cut from
+    splits: dict[str, Any] = Field(default_factory=dict)  # sizes, and how the split was made
+
+
+class Manifest(_Strict):
+    schema_version: int = SCHEMA_VERSION
+    family: str
+    name: str
+    version: int = Field(ge=1)
+    created_at: str
+    description: str = ""
+    files: dict[str, FileEntry]
+    graphs: dict[str, GraphSpec]  # by role, e.g. "step"
+    tokenizer: TokenizerSpec | None = None
+    config: dict[str, Any] = Field(default_factory=dict)  # architecture, read by the family's engine
+    data: DataSpec
+    training: dict[str, Any] = Field(default_factory=dict)  # hyper-parameters, seed, duration, command
+    metrics: dict[str, Any] = Field(default_factory=dict)  # {"model": {...}, "baselines": {name: {...}}}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_entry(path: Path) -> FileEntry:
+    return FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def read_manifest(version_dir: Path) -> Manifest:
+    return Manifest.model_validate_json((version_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+
+
+def write_manifest(version_dir: Path, manifest: Manifest) -> Path:
+    path = version_dir / MANIFEST_NAME
+    path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
+    """Problems with the files a manifest lists (missing, size or sha256 mismatch); empty when all is well."""
+    problems = []
+    for name, entry in manifest.files.items():
+        path = version_dir / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
+            problems.append(f"{name}: sha256 mismatch (file changed since export)")
+    for role, graph in manifest.graphs.items():
+        if graph.file not in manifest.files:
+            problems.append(f"graph {role}: {graph.file} is not listed in files")
+    return problems
+
+
+def next_version(family_dir: Path) -> int:
+    versions = (
+        [int(p.name) for p in family_dir.iterdir() if p.is_dir() and p.name.isdigit()] if family_dir.is_dir() else []
+    )
+    return max(versions, default=0) + 1

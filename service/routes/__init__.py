@@ -1,0 +1,1 @@
+"""One APIRouter per family, plus health and model listing."""

@@ -1,0 +1,156 @@
+"""ONNX export, parity check and publishing of a model version — shared by every family.
+
+Recipe (see shared DESIGN): `torch.onnx.export(dynamo=False, opset_version=17)` with named inputs/outputs and
+dynamic batch/seq axes gives native ONNX `LSTM` ops with correct dynamic shapes. Every export is checked against
+PyTorch before anything is written; a version directory appears atomically (rename) or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from service.manifest import (
+    DataSpec,
+    GraphSpec,
+    Manifest,
+    TensorSpec,
+    TokenizerSpec,
+    file_entry,
+    next_version,
+    utc_now,
+    write_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+_DTYPES = {onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32"}
+
+
+class ParityError(RuntimeError):
+    pass
+
+
+def export_onnx(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+) -> None:
+    module.eval()
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
+        )
+    onnx.checker.check_model(str(path))
+
+
+def graph_spec(path: Path) -> GraphSpec:
+    """The input/output contract read back from the saved graph (so the manifest states what the file really is)."""
+    model = onnx.load(str(path))
+
+    def spec(value: onnx.ValueInfoProto) -> TensorSpec:
+        t = value.type.tensor_type
+        dims: list[str | int] = [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim]
+        return TensorSpec(name=value.name, dtype=_DTYPES[t.elem_type], dims=dims)  # type: ignore[arg-type]
+
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return GraphSpec(
+        file=path.name,
+        opset=opset,
+        inputs=[spec(v) for v in model.graph.input],
+        outputs=[spec(v) for v in model.graph.output],
+    )
+
+
+def ort_session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def check_parity(module: nn.Module, path: Path, cases: Iterable[dict[str, np.ndarray]], atol: float) -> float:
+    """Run every case through PyTorch and onnxruntime; raise ParityError past `atol`. Returns the max |diff|."""
+    session = ort_session(path)
+    worst = 0.0
+    module.eval()
+    for feeds in cases:
+        with torch.no_grad():
+            expected = module(*(torch.from_numpy(v) for v in feeds.values()))
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        got = session.run(None, feeds)
+        for name, e, g in zip([o.name for o in session.get_outputs()], expected, got, strict=True):
+            if tuple(e.shape) != g.shape:
+                raise ParityError(
+                    f"{name}: shape {g.shape} from onnxruntime, {tuple(e.shape)} from PyTorch "
+                    f"for inputs { ({k: v.shape for k, v in feeds.items()}) }"
+                )
+            diff = float(np.max(np.abs(e.numpy() - g))) if g.size else 0.0
+            worst = max(worst, diff)
+            if not diff <= atol:
+                raise ParityError(
+                    f"{name}: max |diff| {diff:.3g} > {atol:g} for inputs { ({k: v.shape for k, v in feeds.items()}) }"
+                )
+    log.info("parity ok: max |diff| %.3g (limit %g)", worst, atol)
+    return worst
+
+
+def publish_version(
+    models_dir: Path, family: str, build: Callable[[Path], dict[str, Any]], version: int | None = None
+) -> Path:
+    """Build a version in a staging directory, then rename it into `models/<family>/<version>/`.
+
+    `build(staging_dir)` writes the artifacts and returns the manifest fields other than family, version,
+    created_at and files (which are filled in here from what is on disk). If it raises, nothing is published.
+    """
+    family_dir = models_dir / family
+    family_dir.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(family_dir)
+    target = family_dir / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} exists; versions are immutable")
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=family_dir))
+    try:
+        fields = build(staging)
+        files = {p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        manifest = Manifest(family=family, version=version, created_at=utc_now(), files=files, **fields)
+        write_manifest(staging, manifest)
+        staging.chmod(0o755)  # mkdtemp makes it private
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("published %s", target)
+    return target
+
+
+__all__ = [
+    "DataSpec",
+    "GraphSpec",
+    "ParityError",
+    "TokenizerSpec",
+    "check_parity",
+    "export_onnx",
+    "graph_spec",
+    "publish_version",
+]

@@ -1,0 +1,1 @@
+"""Data loaders, one module per family: fetch (from pinned package archives) + cache + split."""

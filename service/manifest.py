@@ -48,7 +48,7 @@ class TokenizerSpec(_Strict):
     vocab_size: int
     min_count: int
     lowercase: bool = True
-    eos: Literal["line"] = "line"
+    eos: Literal["line", "none"] = "line"  # "none": single snippets, tokenized without <eos> (sentiment)
 
 
 class DataSpec(_Strict):

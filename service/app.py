@@ -10,11 +10,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from . import __version__
+from .api_docs import install_docs
 from .config import Settings
-from .engines import ENGINES
 from .errors import install_error_handlers
+from .observability import install_observability
 from .registry import load_registry
-from .routes import health, wordlm
+from .routes import health, sentiment, sessions, wordlm
+from .runtime import Runtime
+from .security import install_security
 
 log = logging.getLogger("service")
 
@@ -27,25 +30,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = load_registry(settings)
-        engines = {}
-        for family, model in registry.models.items():
-            if family not in ENGINES:
-                registry.failures[f"{family}/{model.version}"] = "no engine serves this family"
-                continue
-            engines[family] = ENGINES[family](model)
+        runtime = Runtime.start(settings, registry)
         app.state.registry = registry
-        app.state.engines = engines
+        app.state.runtime = runtime
+        app.state.engines = runtime.current
         log.info("serving %s", {f: m.version for f, m in registry.models.items()} or "no models")
-        yield
+        try:
+            yield
+        finally:
+            runtime.close()
 
     app = FastAPI(
         title="cellstate",
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are served from local assets by install_docs (no CDN)
+        redoc_url=None,
         description="LSTM sequence models served with onnxruntime: text generation, next-word "
         "suggestions, sentiment and forecasting.",
     )
     app.state.settings = settings
+    # Installed before the request-id middleware below, so they run inside it and see the request id.
+    install_security(app, settings)
+    install_observability(app, settings)
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -56,6 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(health.router)
     app.include_router(wordlm.router)
+    app.include_router(sentiment.router)
+    app.include_router(sessions.router)
     return app

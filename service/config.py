@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -30,4 +31,51 @@ class Settings(BaseSettings):
         False, description="let idle onnxruntime threads spin (off: the web server shares the cores)"
     )
     max_prompt_tokens: int = Field(2048, ge=1, description="longest prompt after tokenization")
+    # Batching
+    batching: bool = Field(True, description="continuous batching of generation and micro-batching of one-shot "
+                           "models (off: every request runs alone in the thread pool)")
+    batch_max_size: int = Field(64, ge=1, le=1024, description="sequences stepped together in one call")
+    batch_max_queue: int = Field(1024, ge=1, description="generation requests waiting for a slot before 503")
+    microbatch_max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a /sentiment or /forecast "
+                                          "request waits for others to share its call")
+    microbatch_max_items: int = Field(256, ge=1, description="items (texts, series) per micro-batched call")
+    # Sessions
+    session_store: Literal["memory", "redis"] = Field("memory", description="where session state lives")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="used when session_store=redis")
+    session_idle_ttl_s: float = Field(900, gt=0, description="a session unused this long expires")
+    session_max_lifetime_s: float = Field(86_400, gt=0, description="a session expires this long after creation")
+    session_capacity: int = Field(10_000, ge=1, description="most live sessions; more -> 503 with Retry-After")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # ---- packaging: HTTP edge, security and observability (list settings take JSON or comma-separated values) ----
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: readable lines for development; json: one JSON object per line (containers)"
+    )
+    access_log: bool = Field(True, description="log one line per request (method, path, status, ms, request id)")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description='origins allowed by CORS, e.g. "https://app.example" or "*" (empty: none)'
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="when set, every route but /health, /ready, /metrics and the docs needs "
+        "`Authorization: Bearer <key>` or `X-API-Key: <key>`",
+    )
+    max_request_bytes: int = Field(1_048_576, ge=1, description="largest request body; larger bodies get 413")
+    graceful_shutdown_seconds: int = Field(
+        20, ge=0, description="after SIGTERM, how long in-flight requests may take before the server stops"
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="proxies trusted for X-Forwarded-For/-Proto (comma-separated IPs/networks, or * behind a "
+        "private load balancer)",
+    )
+
+    @field_validator("cors_origins", "api_keys", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        # Environment values: a JSON list, or comma-separated ("a,b"); blank items are dropped.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value

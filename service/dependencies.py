@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
 from .config import Settings
 from .registry import Registry
@@ -24,10 +24,7 @@ def engine_for(family: str) -> Any:
     """A dependency returning the engine serving `family`, or 503 when that family is not loaded."""
 
     def dependency(request: Request) -> Any:
-        engine = request.app.state.engines.get(family)
-        if engine is None:
-            raise HTTPException(503, f"no {family} model is loaded (see GET /ready)")
-        return engine
+        return request.app.state.runtime.engine(family)
 
     return dependency
 

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .sessions import SessionBusyError, SessionCapacityError, SessionNotFoundError
+
 log = logging.getLogger(__name__)
 
 
@@ -71,9 +73,24 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return JSONResponse(body, exc.status_code)
 
+    @app.exception_handler(SessionNotFoundError)
+    async def session_not_found(request: Request, exc: SessionNotFoundError) -> JSONResponse:
+        return JSONResponse(error_body(request, "session_not_found", str(exc), reason=exc.reason), 404)
+
+    @app.exception_handler(SessionBusyError)
+    async def session_busy(request: Request, exc: SessionBusyError) -> JSONResponse:
+        return JSONResponse(error_body(request, "session_busy", str(exc)), 409)
+
+    @app.exception_handler(SessionCapacityError)
+    async def session_capacity(request: Request, exc: SessionCapacityError) -> JSONResponse:
+        return JSONResponse(error_body(request, "session_capacity", str(exc)), 503,
+                            headers={"Retry-After": str(exc.retry_after)})  # fmt: skip
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed", 503: "unavailable"}.get(exc.status_code, "http_error")
+        kind = {404: "not_found", 405: "method_not_allowed", 409: "conflict", 410: "gone", 503: "unavailable"}.get(
+            exc.status_code, "http_error"
+        )
         return JSONResponse(error_body(request, kind, str(exc.detail)), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,16 @@ class Sampler:
     def __init__(self, params: SamplingParams, seed: int | None) -> None:
         self.params = params
         self.rng = np.random.Generator(np.random.PCG64(seed))
+
+    def rng_state(self) -> dict[str, Any]:
+        """The generator's exact position (JSON-able), kept in a session between calls."""
+        return dict(self.rng.bit_generator.state)
+
+    @classmethod
+    def resume(cls, params: SamplingParams, rng_state: dict[str, Any]) -> Sampler:
+        sampler = cls(params, None)
+        sampler.rng.bit_generator.state = rng_state
+        return sampler
 
     def sample(self, logits: np.ndarray) -> int:
         """logits (V,) -> token id."""

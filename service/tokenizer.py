@@ -155,6 +155,19 @@ class Detokenizer:
         self._space_next = token not in _NO_SPACE_AFTER
         return piece
 
+    def state(self) -> dict[str, object]:
+        """JSON-able state, so a session can continue the text exactly where it stopped."""
+        return {"open_quotes": sorted(self._open_quotes), "space_next": self._space_next,
+                "capitalize_next": self._capitalize_next}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> Detokenizer:
+        detokenizer = cls()
+        detokenizer._open_quotes = set(state["open_quotes"])  # type: ignore[call-overload]
+        detokenizer._space_next = bool(state["space_next"])
+        detokenizer._capitalize_next = bool(state["capitalize_next"])
+        return detokenizer
+
     def prime(self, tokens: Iterable[str]) -> None:
         """Consume context tokens (for example the prompt) without producing output."""
         for tok in tokens:

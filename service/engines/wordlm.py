@@ -27,8 +27,10 @@ class EncodedText:
 class Generation:
     """One sequence being generated: sampler, detokenizer, text so far and the rules that end it.
 
-    `advance(logits)` consumes the model's distribution for the next position and returns the new text piece;
-    the caller then feeds `last_id` to the model (unless `finish_reason` is set).
+    `advance(logits)` consumes the model's distribution for the next position and returns the text that is now
+    safe to show (a tail that could still become a stop string is held back until it cannot); once
+    `finish_reason` is set the returned piece flushes everything left. Otherwise the caller feeds `last_id` to
+    the model next. The token sampled last is never fed here: a session keeps it as its pending token.
     """
 
     sampler: Sampler
@@ -38,12 +40,11 @@ class Generation:
     itos: list[str]
     banned_ids: list[int]
     stop: tuple[str, ...] = ()
-    ignore_eos: bool = False
     text: str = ""
     completion_tokens: int = 0
     last_id: int = -1
     finish_reason: str | None = None
-    _stop_scan_from: int = field(default=0, repr=False)
+    emitted: int = field(default=0, repr=False)  # how much of `text` has been handed out
 
     def advance(self, logits: np.ndarray) -> str:
         logits = logits.copy()
@@ -51,36 +52,38 @@ class Generation:
         token_id = self.sampler.sample(logits)
         self.last_id = token_id
         self.completion_tokens += 1
-        if token_id == self.eos_id and not self.ignore_eos:
+        if token_id == self.eos_id:
             self.finish_reason = "eos"
-            return ""
-        piece = self.detokenizer.feed(self.itos[token_id])
-        self.text += piece
-        if self.stop and self._hit_stop(piece):
-            return ""  # the caller reads the truncated self.text
-        if self.completion_tokens >= self.max_new_tokens:
-            self.finish_reason = "length"
+        else:
+            piece = self.detokenizer.feed(self.itos[token_id])
+            self.text += piece
+            if self.stop:
+                self._check_stop(len(piece))
+            if self.finish_reason is None and self.completion_tokens >= self.max_new_tokens:
+                self.finish_reason = "length"
+        safe = len(self.text) if self.finish_reason else len(self.text) - self._held_back()
+        piece, self.emitted = self.text[self.emitted : safe], max(self.emitted, safe)
         return piece
 
-    def _hit_stop(self, piece: str) -> bool:
-        # Only the tail that can contain a new match is scanned: cost per token does not grow with the text.
-        longest = max(len(s) for s in self.stop)
-        start = max(0, len(self.text) - len(piece) - longest + 1)
+    def _check_stop(self, new_chars: int) -> None:
+        # Only the tail that can hold a new match is scanned: the cost per token does not grow with the text.
+        start = max(0, len(self.text) - new_chars - max(map(len, self.stop)) + 1)
         hits = [i for s in self.stop if (i := self.text.find(s, start)) >= 0]
-        if not hits:
-            return False
-        self.text = self.text[: min(hits)]
-        self.finish_reason = "stop"
-        return True
+        if hits:
+            self.text = self.text[: min(hits)]
+            self.finish_reason = "stop"
 
-
-@dataclass
-class GenerationResult:
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    unknown_tokens: int
+    def _held_back(self) -> int:
+        """Length of the longest tail of the text that is the start of a stop string."""
+        if not self.stop:
+            return 0
+        longest = 0
+        for s in self.stop:
+            for n in range(min(len(s) - 1, len(self.text)), longest, -1):
+                if self.text.endswith(s[:n]):
+                    longest = n
+                    break
+        return longest
 
 
 class WordLMEngine:
@@ -118,51 +121,22 @@ class WordLMEngine:
 
     def new_generation(
         self,
-        prompt: EncodedText,
         params: SamplingParams,
-        seed: int | None,
         max_new_tokens: int,
         stop: tuple[str, ...] = (),
         ignore_eos: bool = False,
+        sampler: Sampler | None = None,
+        detokenizer: Detokenizer | None = None,
     ) -> Generation:
-        detokenizer = Detokenizer()
-        detokenizer.prime(prompt.tokens)  # quote state and capitalisation continue from the prompt
+        """A generation; pass a session's sampler and detokenizer to continue its text exactly."""
         return Generation(
-            sampler=Sampler(params, seed),
-            detokenizer=detokenizer,
+            sampler=sampler or Sampler(params, None),
+            detokenizer=detokenizer or Detokenizer(),
             max_new_tokens=max_new_tokens,
             eos_id=self.eos_id,
             itos=self.vocab.itos,
             stop=stop,
-            ignore_eos=ignore_eos,
             banned_ids=[self.vocab.unk_id, self.eos_id] if ignore_eos else [self.vocab.unk_id],
-        )
-
-    def generate(
-        self,
-        prompt: EncodedText,
-        params: SamplingParams,
-        seed: int | None,
-        max_new_tokens: int,
-        stop: tuple[str, ...] = (),
-        ignore_eos: bool = False,
-    ) -> GenerationResult:
-        generation = self.new_generation(prompt, params, seed, max_new_tokens, stop, ignore_eos)
-        next_logits, state = self.prefill(prompt.ids)
-        step_input = np.empty((1, 1), dtype=np.int64)
-        while True:
-            generation.advance(next_logits)
-            if generation.finish_reason is not None:
-                break
-            step_input[0, 0] = generation.last_id
-            logits, state = self.run(step_input, state)
-            next_logits = logits[0, 0]
-        return GenerationResult(
-            text=generation.text,
-            finish_reason=generation.finish_reason,
-            prompt_tokens=len(prompt.ids),
-            completion_tokens=generation.completion_tokens,
-            unknown_tokens=prompt.unknown,
         )
 
     def next_words(self, prompt: EncodedText, k: int) -> list[tuple[str, float]]:

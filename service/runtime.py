@@ -1,0 +1,91 @@
+"""What the lifespan builds and the routes use: engines by version, batchers and the session store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import HTTPException
+
+from .batching import GenerationBatcher, MicroBatcher
+from .config import Settings
+from .engines import ENGINES
+from .engines.wordlm import WordLMEngine
+from .observability import BATCH_SIZE, QUEUE_DEPTH
+from .registry import Registry
+from .sessions import MemorySessionStore, RedisSessionStore, SessionRecord, SessionStore
+
+log = logging.getLogger(__name__)
+
+
+def make_session_store(settings: Settings) -> SessionStore:
+    args = (settings.session_idle_ttl_s, settings.session_max_lifetime_s, settings.session_capacity)
+    if settings.session_store == "redis":
+        return RedisSessionStore(settings.redis_url, *args)
+    return MemorySessionStore(*args)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    registry: Registry
+    sessions: SessionStore
+    current: dict[str, Any] = field(default_factory=dict)  # family -> engine of the version being served
+    versions: dict[tuple[str, int], Any] = field(default_factory=dict)  # (family, version) -> engine
+    batchers: dict[tuple[str, int], GenerationBatcher] = field(default_factory=dict)
+    microbatchers: dict[tuple[str, int], MicroBatcher[Any, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, settings: Settings, registry: Registry) -> Runtime:
+        runtime = cls(settings=settings, registry=registry, sessions=make_session_store(settings))
+        for family, model in registry.models.items():
+            if family not in ENGINES:
+                registry.failures[f"{family}/{model.version}"] = "no engine serves this family"
+                continue
+            engine = ENGINES[family](model)
+            runtime.current[family] = engine
+            runtime.versions[(family, model.version)] = engine
+            runtime._start_batching(family, engine)
+        return runtime
+
+    def _start_batching(self, family: str, engine: Any) -> None:
+        s = self.settings
+        if not s.batching:
+            return
+        key = (family, engine.model.version)
+        if isinstance(engine, WordLMEngine):
+
+            def on_step(size: int, depth: int) -> None:
+                BATCH_SIZE.labels(family=family).observe(size)
+                QUEUE_DEPTH.labels(family=family).set(depth)
+
+            self.batchers[key] = GenerationBatcher(engine, s.batch_max_size, s.batch_max_queue, on_step)
+        elif hasattr(engine, "batch_fn"):  # one-shot families: many requests share one call
+            self.microbatchers[key] = MicroBatcher(
+                f"{family}-{engine.model.version}", engine.batch_fn, s.microbatch_max_items,
+                s.microbatch_max_wait_ms / 1000.0,
+            )  # fmt: skip
+
+    def engine(self, family: str) -> Any:
+        engine = self.current.get(family)
+        if engine is None:
+            raise HTTPException(503, f"no {family} model is loaded (see GET /ready)")
+        return engine
+
+    def session_engine(self, session: SessionRecord, family: str) -> Any:
+        """The engine of the version a session started on (a session never changes model version)."""
+        if session.family != family:
+            raise HTTPException(409, f"session {session.id} is a {session.family} session, not {family}")
+        engine = self.versions.get((family, session.model_version))
+        if engine is None:
+            raise HTTPException(410, f"session {session.id} is pinned to {family} version {session.model_version}, "
+                                "which is no longer served")  # fmt: skip
+        return engine
+
+    def close(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.close()
+        for micro in self.microbatchers.values():
+            micro.close()
+        self.sessions.close()

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from ..dependencies import RegistryDep
 from ..manifest import GraphSpec, TokenizerSpec
@@ -15,6 +15,30 @@ router = APIRouter(tags=["health"])
 
 
 class ModelInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "family": "wordlm",
+                    "name": "wordlm-2x400",
+                    "version": 1,
+                    "created_at": "2026-01-01T00:00:00+00:00",
+                    "description": "2-layer word LSTM language model",
+                    "metrics": {"model": {"test_perplexity": 52.8}, "baselines": {"kn5": {"test_perplexity": 86.1}}},
+                    "graphs": {
+                        "step": {
+                            "file": "model.onnx",
+                            "opset": 17,
+                            "inputs": [{"name": "tokens", "dtype": "int64", "dims": ["batch", "seq"]}],
+                            "outputs": [{"name": "logits", "dtype": "float32", "dims": ["batch", "seq", 2955]}],
+                        }
+                    },
+                    "tokenizer": {"kind": "word", "vocab_file": "vocab.json", "vocab_size": 2955, "min_count": 2},
+                }
+            ]
+        }
+    )
+
     family: str
     name: str
     version: int
@@ -25,13 +49,28 @@ class ModelInfo(BaseModel):
     tokenizer: TokenizerSpec | None
 
 
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
+    status: str
+
+
 class ReadyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"ready": True, "models": {"wordlm": 1, "sentiment": 1}, "failures": {}},
+                {"ready": False, "models": {}, "failures": {"wordlm/2": "model.onnx: sha256 mismatch"}},
+            ]
+        }
+    )
+
     ready: bool
     models: dict[str, int]
     failures: dict[str, str]
 
 
-@router.get("/health")
+@router.get("/health", response_model=HealthResponse)
 def health() -> dict[str, str]:
     """The process is alive."""
     return {"status": "ok"}

@@ -68,3 +68,13 @@ def copied_models_dir(models_dir: Path, tmp_path: Path) -> Path:
 def client(models_dir: Path) -> Iterator[TestClient]:
     with TestClient(create_app(Settings(models_dir=models_dir, intra_op_threads=1))) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def sentiment_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """models/sentiment/1 holding a tiny BiLSTM ensemble trained for seconds on a synthetic separable set."""
+    from tests.fixtures_sentiment import build_tiny_sentiment_model
+
+    root = tmp_path_factory.mktemp("sentiment-models")
+    build_tiny_sentiment_model(root)
+    return root

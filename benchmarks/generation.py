@@ -168,7 +168,7 @@ def report(table: Table, clients_list: list[int], rounds: int, windows: dict[int
         b = table.median("batched", c, "tokens_per_s")
         parts = [
             f"- {c} client{'s' if c > 1 else ''}: batched / naive = "
-            f"{b / table.median('naive', c, 'tokens_per_s'):.1f}×",  # fmt: skip
+            f"{b / table.median('naive', c, 'tokens_per_s'):.1f}×",
             f"batched / unbatched = {b / table.median('unbatched', c, 'tokens_per_s'):.2f}×",
             f"batched / raw ceiling = {100 * b / table.median('raw', c, 'tokens_per_s'):.0f}%",
         ]
@@ -202,18 +202,16 @@ def main() -> None:
                 "CELLSTATE_INTRA_OP_THREADS": str(args.threads), "CELLSTATE_BATCH_MAX_SIZE": "64"}  # fmt: skip
     table = Table()
     with ExitStack() as stack:
+        unbatched_env = {**base_env, "CELLSTATE_BATCHING": "false"}
         urls = {
             "naive": stack.enter_context(naive_server(args.threads, logs / "naive.log")),
             "unbatched": stack.enter_context(
-                live_server(
-                    sys.executable, REPO, {**base_env, "CELLSTATE_BATCHING": "false"}, log_file=logs / "unbatched.log"
-                )
-            )[0],  # fmt: skip
-            "batched": stack.enter_context(live_server(sys.executable, REPO, base_env, log_file=logs / "batched.log"))[
-                0
-            ],
+                live_server(sys.executable, REPO, unbatched_env, log_file=logs / "unbatched.log")
+            ),
+            "batched": stack.enter_context(live_server(sys.executable, REPO, base_env, log_file=logs / "batched.log")),
         }
-        for name, url in urls.items():  # warm up: first requests pay for lazy initialisation
+        urls = {name: u[0] if isinstance(u, tuple) else u for name, u in urls.items()}
+        for url in urls.values():  # warm up: first requests pay for lazy initialisation
             run_load(url, "/generate", generate_body, 1, 1.0, completion_tokens)
         for r in range(rounds):
             for c in args.clients:

@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: run test lint format models models-wordlm clean
+.PHONY: run test lint format models models-wordlm models-sentiment clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,13 @@ format: $(VENV)/.all
 	$(BIN)/ruff check --fix service training tests benchmarks
 	$(BIN)/ruff format service training tests benchmarks
 
-models: models-wordlm  ## fetch data, train, evaluate and export every default model
+models: models-wordlm models-sentiment  ## fetch data, train, evaluate and export every default model
 
 models-wordlm: $(VENV)/.all
 	$(BIN)/python -m training.wordlm all --checkpoint runs/wordlm.pt
+
+models-sentiment: $(VENV)/.all
+	$(BIN)/python -m training.sentiment all --checkpoint runs/sentiment.pt
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from .engines.wordlm import Generation, State, WordLMEngine
+from .sampling import sample_rows
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,13 @@ class DecodeBatch:
         for i, job in enumerate(self.jobs):
             self._tokens[i, 0] = job.generation.last_id
         logits, (self.h, self.c) = self.engine.run(self._tokens, (self.h, self.c))
+        rows = logits[:, 0]  # (B, V), a fresh array: masked in place
+        for i, job in enumerate(self.jobs):
+            job.generation.mask(rows[i])
+        token_ids = sample_rows([job.generation.sampler for job in self.jobs], rows)
         finished = []
         for i, job in enumerate(self.jobs):
-            self._emit(job, job.generation.advance(logits[i, 0]))
+            self._emit(job, job.generation.accept(int(token_ids[i])))
             if job.generation.finish_reason is not None:
                 finished.append(i)
         self._drop(finished)

@@ -46,10 +46,19 @@ class Generation:
     finish_reason: str | None = None
     emitted: int = field(default=0, repr=False)  # how much of `text` has been handed out
 
+    def mask(self, logits: np.ndarray) -> None:
+        """In place, on this sequence's row of fresh model output: never write "<unk>" (nor "<eos>" when told to
+        ignore it)."""
+        logits[self.banned_ids] = -np.inf
+
     def advance(self, logits: np.ndarray) -> str:
+        """Sample from one row of logits (V,) and accept the token."""
         logits = logits.copy()
-        logits[self.banned_ids] = -np.inf  # never write "<unk>" (nor "<eos>" when told to ignore it)
-        token_id = self.sampler.sample(logits)
+        self.mask(logits)
+        return self.accept(self.sampler.sample(logits))
+
+    def accept(self, token_id: int) -> str:
+        """Take the sampled token; returns the text now safe to show."""
         self.last_id = token_id
         self.completion_tokens += 1
         if token_id == self.eos_id:

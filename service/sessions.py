@@ -270,13 +270,13 @@ class RedisSessionStore(SessionStore):
         now = time.time()
         self.redis.zremrangebyscore(index, "-inf", now)
         if self.redis.zcard(index) >= self.capacity:
-            soonest = self.redis.zrange(index, 0, 0, withscores=True)
-            retry = max(1, math.ceil(soonest[0][1] - now)) if soonest else 1
+            soonest: list[tuple[bytes, float]] = self.redis.zrange(index, 0, 0, withscores=True)  # type: ignore[assignment]
+            retry = max(1, math.ceil(float(soonest[0][1]) - now)) if soonest else 1
             raise SessionCapacityError(self.capacity, retry)
         self._write(record, new=True)
 
     def get(self, session_id: str) -> SessionRecord:
-        fields = self.redis.hgetall(self._key("s", session_id))
+        fields: dict[bytes, bytes] = self.redis.hgetall(self._key("s", session_id))  # type: ignore[assignment]
         if not fields:
             reason = "has expired" if self.redis.exists(self._key("t", session_id)) else "is unknown"
             raise SessionNotFoundError(session_id, reason)

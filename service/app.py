@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from . import __version__
-from .api_docs import install_docs
+from .api_docs import install_docs, operation_id
 from .config import Settings
 from .errors import install_error_handlers
 from .observability import install_observability
 from .registry import load_registry
-from .routes import health, sentiment, sessions, wordlm
+from .routes import health, models, sentiment, sessions, wordlm
 from .runtime import Runtime
 from .security import install_security
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # /docs and /redoc are served from local assets by install_docs (no CDN)
         redoc_url=None,
+        generate_unique_id_function=operation_id,  # operationId = function name: readable client methods
         description="LSTM sequence models served with onnxruntime: text generation, next-word "
         "suggestions, sentiment and forecasting.",
     )
@@ -68,4 +69,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(wordlm.router)
     app.include_router(sentiment.router)
     app.include_router(sessions.router)
+    app.include_router(models.router)
     return app

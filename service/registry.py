@@ -85,8 +85,11 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
     return LoadedModel(manifest=manifest, directory=version_dir, sessions=sessions)
 
 
-def load_registry(settings: Settings) -> Registry:
+def load_registry(settings: Settings, loaded: dict[tuple[str, int], LoadedModel] | None = None) -> Registry:
+    """Choose and load each family's version. Versions in `loaded` are reused as they are (versions are
+    immutable), so a reload only reads and verifies what is new."""
     registry = Registry()
+    loaded = loaded or {}
     for family, versions in discover(settings.models_dir).items():
         pinned = settings.pinned_versions.get(family)
         chosen = next((v for v in versions if int(v.name) == pinned), None) if pinned else versions[0]
@@ -96,7 +99,8 @@ def load_registry(settings: Settings) -> Registry:
             log.error("model %s not served: pinned version not found", key)
             continue
         try:
-            registry.models[family] = load_model(chosen, settings)
+            reuse = loaded.get((family, int(chosen.name)))
+            registry.models[family] = reuse if reuse is not None else load_model(chosen, settings)
             log.info("loaded model %s from %s", key, chosen)
         except Exception as exc:  # any broken model is reported, never takes the service down
             registry.failures[key] = str(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,7 @@ from .config import Settings
 from .engines import ENGINES
 from .engines.wordlm import WordLMEngine
 from .observability import BATCH_SIZE, QUEUE_DEPTH
-from .registry import Registry
+from .registry import Registry, load_registry
 from .sessions import MemorySessionStore, RedisSessionStore, SessionRecord, SessionStore
 
 log = logging.getLogger(__name__)
@@ -36,18 +37,41 @@ class Runtime:
     batchers: dict[tuple[str, int], GenerationBatcher] = field(default_factory=dict)
     microbatchers: dict[tuple[str, int], MicroBatcher[Any, Any]] = field(default_factory=dict)
 
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
+
     @classmethod
     def start(cls, settings: Settings, registry: Registry) -> Runtime:
         runtime = cls(settings=settings, registry=registry, sessions=make_session_store(settings))
+        runtime._serve(registry)
+        return runtime
+
+    def _serve(self, registry: Registry) -> None:
+        """Make engines for the registry's models (reusing those already running) and point each family at its
+        chosen version. One dict assignment per family: a request sees the old engine or the new, never neither."""
+        current: dict[str, Any] = {}
         for family, model in registry.models.items():
             if family not in ENGINES:
                 registry.failures[f"{family}/{model.version}"] = "no engine serves this family"
                 continue
-            engine = ENGINES[family](model)
-            runtime.current[family] = engine
-            runtime.versions[(family, model.version)] = engine
-            runtime._start_batching(family, engine)
-        return runtime
+            key = (family, model.version)
+            if key not in self.versions:
+                self.versions[key] = ENGINES[family](model)
+                self._start_batching(family, self.versions[key])
+            current[family] = self.versions[key]
+        for family in list(self.current):
+            if family not in current:
+                del self.current[family]
+        self.current.update(current)
+        self.registry = registry
+
+    def reload(self) -> Registry:
+        """Re-read the models directory and serve what it now says. Versions already loaded stay loaded, so
+        requests in flight finish on the engine they started with and sessions keep their pinned version."""
+        with self._reload_lock:
+            loaded = {key: engine.model for key, engine in self.versions.items()}
+            self._serve(load_registry(self.settings, loaded))
+            log.info("reloaded: serving %s", {f: e.model.version for f, e in self.current.items()})
+            return self.registry
 
     def _start_batching(self, family: str, engine: Any) -> None:
         s = self.settings

@@ -1,0 +1,71 @@
+"""Model versions on disk, and reloading them without a restart."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from ..manifest import read_manifest
+from ..registry import discover
+from ..runtime import Runtime
+from ..schemas import ErrorResponse
+
+router = APIRouter(tags=["models"])
+
+
+class VersionInfo(BaseModel):
+    version: int
+    name: str | None = None
+    created_at: str | None = None
+    metrics: dict[str, object] = Field(default_factory=dict)
+    served: bool = Field(description="new requests go to this version")
+    loaded: bool = Field(description="in memory (served, or kept for sessions pinned to it)")
+    problem: str | None = Field(None, description="why it is not served, if it failed to load")
+
+
+class FamilyVersions(BaseModel):
+    family: str
+    versions: list[VersionInfo]
+
+
+class ReloadResponse(BaseModel):
+    serving: dict[str, int]
+    loaded: dict[str, list[int]]
+    failures: dict[str, str]
+
+
+@router.get("/models/{family}", response_model=FamilyVersions, responses={404: {"model": ErrorResponse}})
+def family_versions(family: str, request: Request) -> FamilyVersions:
+    """Every version of a model family found on disk, newest first, and which one is served."""
+    runtime: Runtime = request.app.state.runtime
+    found = discover(runtime.settings.models_dir).get(family)
+    if not found:
+        raise HTTPException(404, f"no model family {family!r} under the models directory")
+    served = runtime.current.get(family)
+    versions = []
+    for version_dir in found:
+        version = int(version_dir.name)
+        problem = runtime.registry.failures.get(f"{family}/{version}")
+        try:
+            manifest = read_manifest(version_dir)
+            name, created, metrics = manifest.name, manifest.created_at, manifest.metrics
+        except Exception as exc:  # a broken manifest is listed with its problem, not hidden
+            name, created, metrics, problem = None, None, {}, problem or f"invalid manifest: {exc}"
+        versions.append(VersionInfo(version=version, name=name, created_at=created, metrics=metrics,
+                                    served=served is not None and served.model.version == version,
+                                    loaded=(family, version) in runtime.versions, problem=problem))  # fmt: skip
+    return FamilyVersions(family=family, versions=versions)
+
+
+@router.post("/admin/reload", response_model=ReloadResponse)
+async def reload_models(request: Request) -> ReloadResponse:
+    """Re-read the models directory and swap to the versions it selects, atomically per family."""
+    runtime: Runtime = request.app.state.runtime
+    registry = await run_in_threadpool(runtime.reload)
+    request.app.state.registry = registry
+    loaded: dict[str, list[int]] = {}
+    for family, version in sorted(runtime.versions):
+        loaded.setdefault(family, []).append(version)
+    return ReloadResponse(serving={f: e.model.version for f, e in runtime.current.items()}, loaded=loaded,
+                          failures=registry.failures)  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any
 import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic.json_schema import models_json_schema
 from starlette.responses import HTMLResponse
@@ -54,6 +55,12 @@ EDGE_RESPONSES = {
 }
 
 
+def operation_id(route: APIRoute) -> str:
+    """operationId = the route function's name (`generate`, `create_session`): generated clients get readable
+    method names instead of FastAPI's default `generate_generate_post`."""
+    return route.name
+
+
 def document_http_edge(schema: dict[str, Any]) -> dict[str, Any]:
     """Add security schemes, 401/413 responses and the real 422 body to an OpenAPI document (idempotent)."""
     components = schema.setdefault("components", {})
@@ -76,7 +83,7 @@ def document_http_edge(schema: dict[str, Any]) -> dict[str, Any]:
                 responses["422"] = EDGE_RESPONSES["422"]
     # FastAPI's default 422 models describe a body this service never sends: drop them once nothing refers to them.
     for unused in ("HTTPValidationError", "ValidationError"):
-        if unused in schemas and _SCHEMA_REF.format(model=unused) not in json.dumps(schema):
+        if unused in schemas and json.dumps(_SCHEMA_REF.format(model=unused)) not in json.dumps(schema):
             del schemas[unused]
     return schema
 

@@ -201,6 +201,21 @@ class CreateSessionRequest(StrictRequest):
 
 
 class SessionInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "s_3f9c2a7b1e5d4c8a9b0f6e2d1c7a5b3e",
+                    "model": {"name": "wordlm-2x400", "version": 1},
+                    "family": "wordlm",
+                    "created_at": "2026-01-01T12:00:00+00:00",
+                    "expires_at": "2026-01-02T12:00:00+00:00",
+                    "idle_expires_at": "2026-01-01T12:15:00+00:00",
+                }
+            ]
+        }
+    )
+
     session_id: str
     model: ModelRef
     family: str

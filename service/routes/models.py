@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..manifest import read_manifest
@@ -25,11 +25,34 @@ class VersionInfo(BaseModel):
 
 
 class FamilyVersions(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "family": "wordlm",
+                    "versions": [
+                        {"version": 2, "name": "wordlm-2x400", "created_at": "2026-02-01T00:00:00+00:00",
+                         "metrics": {"model": {"test_perplexity": 51.9}}, "served": True, "loaded": True},
+                        {"version": 1, "name": "wordlm-2x400", "created_at": "2026-01-01T00:00:00+00:00",
+                         "metrics": {"model": {"test_perplexity": 53.9}}, "served": False, "loaded": True},
+                    ],
+                }
+            ]
+        }
+    )  # fmt: skip
+
     family: str
     versions: list[VersionInfo]
 
 
 class ReloadResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"serving": {"wordlm": 2, "sentiment": 1}, "loaded": {"wordlm": [1, 2], "sentiment": [1]},
+                          "failures": {}}]
+        }
+    )  # fmt: skip
+
     serving: dict[str, int]
     loaded: dict[str, list[int]]
     failures: dict[str, str]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from ..dependencies import engine_for
 from ..engines.sentiment import SentimentEngine
@@ -27,6 +27,10 @@ SentimentText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS), Aft
 
 
 class SentimentRequest(StrictRequest):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"texts": ["A gorgeous, witty, seductive movie.", "Boilerplate clichés."]}]}
+    )
+
     texts: list[SentimentText] = Field(
         min_length=1,
         max_length=MAX_TEXTS,
@@ -44,6 +48,25 @@ class SentimentResult(BaseModel):
 
 
 class SentimentResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {
+                            "label": "positive",
+                            "probabilities": {"negative": 0.06, "positive": 0.94},
+                            "tokens": 7,
+                            "unknown_tokens": 0,
+                            "truncated": False,
+                        }
+                    ],
+                    "model": {"name": "sentiment-bilstm", "version": 1},
+                }
+            ]
+        }
+    )
+
     results: list[SentimentResult] = Field(description="one result per text, in request order")
     model: ModelRef
 

@@ -55,7 +55,9 @@ BATCH_SIZE = Histogram(
     "cellstate_batch_size", "sequences stepped together in one onnxruntime call", ["family"], buckets=BATCH_BUCKETS
 )
 QUEUE_DEPTH = Gauge("cellstate_queue_depth", "requests waiting for a batch slot", ["family"])
-ACTIVE_SESSIONS = Gauge("cellstate_active_sessions", "stateful sessions currently held", ["family"])
+ACTIVE_SESSIONS = Gauge(
+    "cellstate_active_sessions", "live sessions in the session store (every replica's, when the store is Redis)"
+)
 MODEL_LOADED = Gauge("cellstate_model_loaded", "1 for each model version being served", ["family", "version", "name"])
 MODEL_FAILURES = Gauge("cellstate_model_failures", "model versions found but not served (see GET /ready)")
 
@@ -70,6 +72,9 @@ def refresh_model_metrics(app: FastAPI) -> None:
     for family, model in registry.models.items():
         MODEL_LOADED.labels(family=family, version=str(model.version), name=model.manifest.name).set(1)
     MODEL_FAILURES.set(len(registry.failures))
+    runtime = getattr(app.state, "runtime", None)
+    if runtime is not None:  # counted at scrape time: expiry needs no bookkeeping
+        ACTIVE_SESSIONS.set(runtime.sessions.count())
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import RequestError
-from ..observability import ACTIVE_SESSIONS
 from ..runtime import Runtime
 from ..sampling import Sampler, SamplingParams
 from ..schemas import CreateSessionRequest, ErrorResponse, ModelRef, SessionInfo, ValidationErrorResponse
@@ -65,7 +64,6 @@ async def create_session(body: CreateSessionRequest, request: Request) -> Sessio
         raise RequestError(f"version: {body.model} version {version} is not loaded", "version")
     record = runtime.sessions.new_record(body.model, version, initial_data(body.model, body.seed))
     await run_in_threadpool(runtime.sessions.create, record)
-    ACTIVE_SESSIONS.labels(family=body.model).inc()
     return info(runtime, record)
 
 
@@ -80,7 +78,6 @@ async def get_session(request: Request, session_id: str = SessionId) -> SessionI
 async def delete_session(request: Request, session_id: str = SessionId) -> Response:
     """End a session now."""
     runtime: Runtime = request.app.state.runtime
-    record = await run_in_threadpool(runtime.sessions.get, session_id)  # 404 says unknown or expired
-    if await run_in_threadpool(runtime.sessions.delete, session_id):
-        ACTIVE_SESSIONS.labels(family=record.family).dec()
+    await run_in_threadpool(runtime.sessions.get, session_id)  # 404 says unknown or expired
+    await run_in_threadpool(runtime.sessions.delete, session_id)
     return Response(status_code=204)

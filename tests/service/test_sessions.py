@@ -160,3 +160,12 @@ def test_record_state_round_trips_as_float32_bytes() -> None:
     decoded = SessionRecord.decode(rec.meta_json(), rec.state_bytes())
     assert decoded.data == rec.data and len(rec.state_bytes()) == 2 * 6 * 4
     assert all(np.array_equal(x, y) for x, y in zip(decoded.state, rec.state, strict=True))  # type: ignore[arg-type]
+
+
+def test_active_sessions_metric_counts_the_store(models_dir: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=models_dir, session_idle_ttl_s=0.3))) as c:
+        new_session(c)
+        new_session(c)
+        assert "cellstate_active_sessions 2.0" in c.get("/metrics").text
+        time.sleep(0.4)  # both expire: the gauge follows without any bookkeeping
+        assert "cellstate_active_sessions 0.0" in c.get("/metrics").text

@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: run test lint format models models-wordlm models-sentiment clean
+.PHONY: run test lint format models models-wordlm models-sentiment clean openapi lock client image-size
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,18 +26,18 @@ run: $(VENV)/.service  ## serve the committed models on http://$(HOST):$(PORT)
 	$(BIN)/python -m service
 
 test: $(VENV)/.all  ## lint, type-check and run the whole suite
-	$(BIN)/ruff check service training tests benchmarks
+	$(BIN)/ruff check service training tests benchmarks scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.all
-	$(BIN)/ruff check service training tests benchmarks
-	$(BIN)/ruff format --check service training tests benchmarks
+	$(BIN)/ruff check service training tests benchmarks scripts
+	$(BIN)/ruff format --check service training tests benchmarks scripts
 	$(BIN)/mypy
 
 format: $(VENV)/.all
-	$(BIN)/ruff check --fix service training tests benchmarks
-	$(BIN)/ruff format service training tests benchmarks
+	$(BIN)/ruff check --fix service training tests benchmarks scripts
+	$(BIN)/ruff format service training tests benchmarks scripts
 
 models: models-wordlm models-sentiment  ## fetch data, train, evaluate and export every default model
 
@@ -46,6 +46,20 @@ models-wordlm: $(VENV)/.all
 
 models-sentiment: $(VENV)/.all
 	$(BIN)/python -m training.sentiment all --checkpoint runs/sentiment.pt
+
+# ---- packaging (README: Docker, OpenAPI client) ----
+openapi: $(VENV)/.all  ## rewrite openapi.json from the routes (a test fails while it is stale)
+	$(BIN)/python scripts/export_openapi.py
+
+lock: $(VENV)/.all  ## re-resolve requirements/runtime.txt (what the Docker image installs) from pyproject.toml
+	$(BIN)/python scripts/lock_runtime.py
+
+client: $(VENV)/.all  ## generate the Python client from openapi.json into build/cellstate-client
+	$(BIN)/openapi-python-client generate --path openapi.json --output-path build/cellstate-client --overwrite \
+		--config clients/openapi-python-client.yaml
+
+image-size: $(VENV)/.all  ## the Docker image's size from its locked dependencies (fresh venv), code and models
+	$(BIN)/python scripts/image_size.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Write the service's OpenAPI document to openapi.json (the spec the generated client is built from).
 
-    python scripts/export_openapi.py           # rewrite openapi.json
-    python scripts/export_openapi.py --check   # exit 1 if openapi.json is stale
+python scripts/export_openapi.py           # rewrite openapi.json
+python scripts/export_openapi.py --check   # exit 1 if openapi.json is stale
 """
 
 from __future__ import annotations

@@ -31,9 +31,7 @@ FAMILIES = {"wordlm": "models_dir", "sentiment": "sentiment_models_dir", "foreca
 @pytest.fixture(scope="session")
 def generated_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     out = tmp_path_factory.mktemp("client")
-    config = out / "config.yaml"
-    # No post-hooks: the generator would otherwise run formatters found on PATH over its output.
-    config.write_text(f"post_hooks: []\nproject_name_override: cellstate-client\npackage_name_override: {PACKAGE}\n")
+    config = REPO / "clients" / "openapi-python-client.yaml"  # the same settings as `make client`
     generator = Path(sys.executable).parent / "openapi-python-client"
     subprocess.run(
         [generator, "generate", "--path", REPO / "openapi.json", "--output-path", out / "project", "--config", config],

@@ -15,6 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 from service.app import create_app
 from service.config import Settings
 from service.security import is_public
+from tests.openapi_examples import schema_examples
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,10 +86,10 @@ def test_every_operation_has_models_examples_and_errors(spec: dict[str, Any]) ->
         [success] = [code for code in responses if code.startswith("2")]
         if success != "204":
             schema = responses[success]["content"]["application/json"]["schema"]
-            assert component(spec, schema).get("examples"), f"{where}: response model has no examples"
+            assert schema_examples(component(spec, schema)), f"{where}: response model has no examples"
         if "requestBody" in op:
             schema = op["requestBody"]["content"]["application/json"]["schema"]
-            assert component(spec, schema).get("examples"), f"{where}: request model has no examples"
+            assert schema_examples(component(spec, schema)), f"{where}: request model has no examples"
             assert "413" in responses, where
         if "requestBody" in op or op.get("parameters"):
             assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
@@ -118,8 +119,7 @@ def test_examples_are_valid_requests_and_responses() -> None:
         if isinstance(route.response_model, type) and issubclass(route.response_model, BaseModel):
             models.append(route.response_model)
         for model in models:
-            extra = model.model_config.get("json_schema_extra")
-            examples = extra.get("examples", []) if isinstance(extra, dict) else []
+            examples = schema_examples(model.model_json_schema())
             assert examples, f"{route.path}: {model.__name__} has no examples"
             for example in examples:
                 # JSON round trip: strict models accept what a client would really send.

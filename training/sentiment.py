@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
+from onnx import numpy_helper
 from torch import Tensor
 from tqdm import tqdm
 
@@ -48,6 +50,7 @@ from training.data.sentiment import (
     DEFAULT_LABELS,
     Example,
     SentimentData,
+    load_auxiliary_labelled,
     load_out_of_domain,
     load_sentiment_data,
     load_unlabelled_snippets,
@@ -102,6 +105,9 @@ class TrainConfig:
     epochs: int = 15
     patience: int = 4  # stop after this many epochs without a new best validation accuracy
     label_smoothing: float = 0.1
+    # Add the NYT editorial snippets, labelled by the sign of their rating, to the training rows (default data
+    # only; vocabulary, validation and test stay movie reviews).
+    nyt_labels: bool = False
     ensemble: int = 3  # classifiers fine-tuned with seeds seed, seed+1, ...; their probabilities are averaged
     max_minutes: float = 0.0  # per classifier (0 = no budget)
     max_batches: int = 0  # per epoch (0 = all); for tests
@@ -393,7 +399,14 @@ def train(
     started = time.monotonic()
     set_seed(cfg.seed)
     vocab = build_vocab(data.train, cfg.min_count)
-    train_set = encode(data.train, vocab, cfg.max_tokens)
+    train_rows = list(data.train)
+    if cfg.nyt_labels:
+        if tuple(data.labels) != DEFAULT_LABELS:
+            raise ValueError("nyt_labels needs the labels negative/positive")
+        extra, _ = load_auxiliary_labelled(cache_dir)
+        train_rows += extra
+        log.info("training rows: %d movie reviews + %d labelled NYT editorial snippets", len(data.train), len(extra))
+    train_set = encode(train_rows, vocab, cfg.max_tokens)
     valid_set = encode(data.valid, vocab, cfg.max_tokens)
     model_cfg = SentimentConfig(vocab_size=len(vocab), num_classes=len(data.labels), **cfg.model)
     log.info("data %s | labels %s | vocab %d | model %s", data.sizes(), data.labels, len(vocab), model_cfg)
@@ -502,6 +515,42 @@ def check_padding_invariance(path: Path, cases: Sequence[dict[str, np.ndarray]],
     return worst
 
 
+@torch.no_grad()
+def round_weights_to_fp16(module: torch.nn.Module) -> None:
+    """Make every parameter exactly representable in float16 (so fp16 storage loses nothing more)."""
+    for p in module.parameters():
+        p.copy_(p.half().float())
+
+
+def store_weights_as_fp16(path: Path, min_elements: int = 64) -> None:
+    """Rewrite the graph's float32 weights as float16 initializers, each read through a Cast back to float32.
+
+    Halves the file; the computation stays float32 (onnxruntime folds the Casts into float32 constants when it loads
+    the graph). The weights must already be float16-representable (`round_weights_to_fp16`), so the result is
+    bit-identical to the float32 graph.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers, casts = [], []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            initializers.append(init)
+            continue
+        weights = numpy_helper.to_array(init)
+        half = weights.astype(np.float16)
+        assert np.array_equal(half.astype(np.float32), weights), f"{init.name} is not float16-representable"
+        initializers.append(numpy_helper.from_array(half, f"{init.name}.fp16"))
+        casts.append(onnx.helper.make_node("Cast", [f"{init.name}.fp16"], [init.name], to=onnx.TensorProto.FLOAT,
+                                           name=f"{init.name}.cast"))
+    nodes = list(graph.node)
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    del graph.node[:]
+    graph.node.extend([*casts, *nodes])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
 def onnx_probs(path: Path, seqs: Sequence[Sequence[int]], batch_size: int = 256) -> np.ndarray:
     """Run the exported graph over many texts (length-sorted batches), in input order."""
     session = ort_session(path)
@@ -588,9 +637,16 @@ def export(
     curve: bool = True,
     baselines: bool = True,
     experiments: list[dict[str, Any]] | None = None,
+    fp16_weights: bool = True,
 ) -> Path:
-    """Export to ONNX, check parity and padding invariance, evaluate model and baselines, publish the version."""
+    """Export to ONNX, check parity and padding invariance, evaluate model and baselines, publish the version.
+
+    With `fp16_weights` the weights are rounded to float16 first and stored as float16 (half the file, float32
+    compute); parity is then checked against the rounded PyTorch model, and every metric is measured on the file.
+    """
     ensemble, vocab, ckpt = load_checkpoint(checkpoint)
+    if fp16_weights:
+        round_weights_to_fp16(ensemble)
     if data.sha256 != ckpt["data"]["sha256"] or data.split["ids_sha256"] != ckpt["data"]["split"]["ids_sha256"]:
         raise ValueError("the data or its split differs from the one this checkpoint was trained on")
     train_cfg = ckpt["train_config"]
@@ -612,6 +668,8 @@ def export(
             ["probs"],
             {"tokens": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "probs": {0: "batch"}},
         )
+        if fp16_weights:
+            store_weights_as_fp16(onnx_path)
         max_diff = check_parity(ensemble, onnx_path, cases, PARITY_ATOL)
         invariance = check_padding_invariance(onnx_path, cases[2:], INVARIANCE_ATOL)
 
@@ -625,6 +683,7 @@ def export(
         for name, rows in out_of_domain.items():
             model_metrics[f"out_of_domain_{name}"] = score(rows)
         model_metrics["valid_accuracy_per_member"] = ckpt["metrics"]["valid_accuracy_per_member"]
+        model_metrics["valid_accuracy_pytorch_float32"] = ckpt["metrics"]["valid"]["accuracy"]
         model_metrics["onnx_parity_max_abs_diff"] = max_diff
         model_metrics["padding_invariance_max_abs_diff"] = invariance
         log.info("model (onnx): %s", {k: v for k, v in model_metrics.items() if k != "valid_accuracy_per_member"})
@@ -651,6 +710,7 @@ def export(
                 "pad_token": PAD,
                 "unk_token": UNK,
                 "members": members,
+                "weights": "float16 storage, float32 compute" if fp16_weights else "float32",
             },
             "data": DataSpec(source=ckpt["data"]["source"], sha256=ckpt["data"]["sha256"], splits=data.split),
             "training": {
@@ -678,6 +738,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "pretrained-concat": {},
     "pretrained-concat-no-smoothing": {"label_smoothing": 0.0},
     "pretrained-concat-no-freeze": {"freeze_epochs": 0, "encoder_lr_scale": 1.0},
+    "scratch-concat-b64": {"pretrain": {"epochs": 0}, "batch_size": 64, "lr": 3e-3, "patience": 2},
+    "scratch-concat-b64-nyt": {"pretrain": {"epochs": 0}, "batch_size": 64, "lr": 3e-3, "patience": 2,
+                               "nyt_labels": True},
 }
 
 
@@ -705,6 +768,7 @@ def sweep(
             "epochs_run": len(ckpt["history"][0]),
             "minutes": round(ckpt["minutes"], 2),
             "seed": cfg.seed,
+            "config": {k: v for k, v in asdict(cfg).items() if k not in ("max_batches", "max_minutes")},
         }
         if ckpt["pretrain"].get("history"):
             record["pretrain_valid_perplexity"] = round(ckpt["pretrain"]["history"][-1]["valid_perplexity"], 1)
@@ -726,7 +790,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         if f.name in ("model", "pretrain"):
             continue
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(d, f.name)), default=getattr(d, f.name))
+        default = getattr(d, f.name)
+        if isinstance(default, bool):
+            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default)
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default)
     p.add_argument("--embedding", type=int, default=SentimentConfig.embedding)
     p.add_argument("--hidden", type=int, default=SentimentConfig.hidden)
     p.add_argument("--pooling", choices=("last", "max", "mean", "concat"), default=SentimentConfig.pooling)
@@ -761,6 +829,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--version", type=int, help="version number (default: next free)")
         p.add_argument("--experiments", type=Path, default=Path("training/sentiment_experiments.jsonl"),
                        help="sweep results to record in the manifest")
+        p.add_argument("--fp32-weights", action="store_true", help="store float32 weights (default: float16)")
     p_export.add_argument("--data", type=Path)
     p_export.add_argument("--split-seed", type=int, default=TrainConfig.split_seed)
     p_sweep.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}")
@@ -784,7 +853,8 @@ def main(argv: list[str] | None = None) -> None:
         train(data, _train_config(args), args.checkpoint, args.data_dir, args.lm_cache)
     if args.command in ("export", "all"):
         experiments = read_experiments(args.experiments) if args.data is None else []
-        print(export(args.checkpoint, args.models_dir, data, args.version, args.data_dir, experiments=experiments))
+        print(export(args.checkpoint, args.models_dir, data, args.version, args.data_dir, experiments=experiments,
+                     fp16_weights=not args.fp32_weights))
 
 
 if __name__ == "__main__":

@@ -206,6 +206,7 @@ def test_parity_cases_cover_length_one_and_the_maximum() -> None:
 def test_exported_graph_matches_pytorch_on_padded_batches(sentiment_models_dir: Path) -> None:
     """The committed-style artifact: ONNX == packed PyTorch (<= 1e-5) incl. length 1 and max length, any batch."""
     model, vocab, ckpt = sentiment.load_checkpoint(tiny_checkpoint_path(sentiment_models_dir))
+    sentiment.round_weights_to_fp16(model)  # the file stores float16 weights (float32 compute)
     path = sentiment_models_dir / "sentiment" / "1" / "model.onnx"
     cases = sentiment.parity_cases(len(vocab), TINY_MAX_TOKENS, seed=9)
     assert sentiment.check_parity(model, path, cases, 1e-5) <= 1e-5
@@ -216,6 +217,7 @@ def test_exported_graph_matches_pytorch_on_padded_batches(sentiment_models_dir: 
     assert probs.shape == (3, 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-6)
     manifest = json.loads((sentiment_models_dir / "sentiment" / "1" / "manifest.json").read_text())
     assert manifest["tokenizer"]["eos"] == "none" and manifest["config"]["labels"] == ["negative", "positive"]
+    assert manifest["config"]["weights"] == "float16 storage, float32 compute"
     assert manifest["data"]["splits"]["ids_sha256"]["test"] == ckpt["data"]["split"]["ids_sha256"]["test"]
 
 
@@ -236,3 +238,22 @@ def test_failed_check_publishes_nothing(
     with pytest.raises(ParityError, match="padding changes"):
         sentiment.export(checkpoint, models, data, version=1, curve=False, baselines=False)
     assert not any((models / "sentiment").iterdir())
+
+
+def test_float16_storage_is_exact_for_rounded_weights(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = sentiment.SentimentProbs([BiLSTMClassifier(SentimentConfig(vocab_size=2000, num_classes=2, embedding=32,
+                                                                       hidden=32))]).eval()
+    sentiment.round_weights_to_fp16(model)
+    cases = sentiment.parity_cases(2000, 20)
+    path = tmp_path / "m.onnx"
+    example = tuple(torch.from_numpy(v) for v in cases[2].values())
+    sentiment.export_onnx(model, example, path, ["tokens", "lengths"], ["probs"],
+                          {"tokens": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "probs": {0: "batch"}})
+    before = [ort_session(path).run(None, c)[0] for c in cases]
+    size = path.stat().st_size
+    sentiment.store_weights_as_fp16(path)
+    after = [ort_session(path).run(None, c)[0] for c in cases]
+    assert path.stat().st_size < 0.6 * size
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)

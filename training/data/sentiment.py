@@ -242,3 +242,12 @@ def load_unlabelled_snippets(cache_dir: Path = DEFAULT_CACHE) -> tuple[list[str]
     """The NYT editorial snippets as plain text (their ratings are ignored): text for LM pre-training."""
     rows = read_ground_truth(fetch(NYT_EDITORIALS, cache_dir))
     return [text for _, _, text in rows], NYT_EDITORIALS.source
+
+
+def load_auxiliary_labelled(cache_dir: Path = DEFAULT_CACHE) -> tuple[list[Example], str]:
+    """The NYT editorial snippets with their polarity (zeros dropped): extra training rows from another domain.
+
+    Ids are prefixed `nyt:` so they never collide with the movie-review ids."""
+    rows = read_ground_truth(fetch(NYT_EDITORIALS, cache_dir))
+    examples = [Example(id=f"nyt:{e.id}", text=e.text, label=e.label) for e in polarity_examples(rows)]
+    return examples, f"{NYT_EDITORIALS.source} (label = sign of the mean rating; zeros dropped)"

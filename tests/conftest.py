@@ -78,3 +78,13 @@ def sentiment_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sentiment-models")
     build_tiny_sentiment_model(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def forecast_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """models/forecast/1 holding a tiny LSTM forecaster trained for seconds on synthetic seasonal series."""
+    from tests.fixtures_forecast import build_tiny_forecast_model
+
+    root = tmp_path_factory.mktemp("forecast-models")
+    build_tiny_forecast_model(root)
+    return root

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ..registry import LoadedModel
+from .forecast import ForecastEngine
 from .sentiment import SentimentEngine
 from .wordlm import WordLMEngine
 
 ENGINES: dict[str, Callable[[LoadedModel], Any]] = {
     "wordlm": WordLMEngine,
     "sentiment": SentimentEngine,
+    "forecast": ForecastEngine,
 }

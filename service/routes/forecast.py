@@ -1,0 +1,83 @@
+"""Quantile forecasts of a series with the global LSTM forecaster."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from ..dependencies import engine_for
+from ..engines.forecast import ForecastEngine
+from ..errors import RequestError
+from ..schemas import ErrorResponse, ModelRef, StrictRequest
+
+MAX_SERIES_LENGTH = 10_000
+
+router = APIRouter(tags=["forecast"], responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+ForecastDep = Annotated[ForecastEngine, Depends(engine_for("forecast"))]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class ForecastRequest(StrictRequest):
+    series: list[FiniteFloat] = Field(
+        min_length=1,
+        max_length=MAX_SERIES_LENGTH,
+        description="observations in time order, oldest first, equally spaced, no gaps (the model's minimum "
+        "length is `min_history` in GET /models)",
+        examples=[[112.0, 118, 132, 129, 121, 135, 148, 148, 136, 119, 104, 118, 115, 126, 141, 135]],
+    )
+    horizon: int = Field(ge=1, description="how many future points (at most the model's `max_horizon`)", examples=[6])
+    season_length: int | None = Field(
+        None, ge=1, description="points per season: 12 monthly, 4 quarterly, 1 none (default: the model's)"
+    )
+    quantiles: list[float] | None = Field(
+        None, min_length=1, description="which trained quantiles to return besides the median (default: all)"
+    )
+
+
+class ForecastResponse(BaseModel):
+    median: list[float] = Field(description="the 0.5 quantile at each step of the horizon")
+    quantiles: dict[str, list[float]] = Field(description='e.g. {"0.1": [...], "0.9": [...]}: an 80% interval')
+    season_length: int = Field(description="the season length used")
+    model: ModelRef
+
+
+def _check(body: ForecastRequest, engine: ForecastEngine) -> tuple[int, list[float]]:
+    """The limits that come from the model's manifest. Returns (season_length, quantiles to return)."""
+    cfg = engine.config
+    if len(body.series) < cfg.min_history:
+        raise RequestError(
+            f"series has {len(body.series)} values; this model needs at least {cfg.min_history}", field="series"
+        )
+    if body.horizon > cfg.max_horizon:
+        raise RequestError(f"horizon is {body.horizon}; the limit is {cfg.max_horizon}", field="horizon")
+    season = cfg.default_season_length if body.season_length is None else body.season_length
+    if season > cfg.max_season_length:
+        raise RequestError(f"season_length is {season}; the limit is {cfg.max_season_length}", field="season_length")
+    trained = [q for q in cfg.quantiles if q != 0.5]
+    if body.quantiles is None:
+        return season, trained
+    unknown = [q for q in body.quantiles if q not in cfg.quantiles]
+    if unknown:
+        raise RequestError(
+            f"quantiles {unknown} were not trained; choose from {list(cfg.quantiles)}", field="quantiles"
+        )
+    return season, sorted(set(body.quantiles))
+
+
+# A plain `def` route runs in the thread pool: inference never blocks the event loop.
+@router.post("/forecast", response_model=ForecastResponse)
+def forecast(body: ForecastRequest, engine: ForecastDep) -> ForecastResponse:
+    """Forecast the next `horizon` points of a series: the median and an interval from the trained quantiles."""
+    season, wanted = _check(body, engine)
+    result = engine.forecast(body.series, body.horizon, season)
+    if not all(math.isfinite(v) for values in result.quantiles.values() for v in values):
+        raise RequestError("series values are too large to forecast in float64", field="series")
+    return ForecastResponse(
+        median=result.median,
+        quantiles={f"{q:g}": result.quantiles[q] for q in wanted},
+        season_length=season,
+        model=ModelRef(name=engine.model.manifest.name, version=engine.model.version),
+    )

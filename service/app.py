@@ -15,7 +15,7 @@ from .config import Settings
 from .errors import install_error_handlers
 from .observability import install_observability
 from .registry import load_registry
-from .routes import health, models, sentiment, sessions, wordlm
+from .routes import forecast, health, models, sentiment, sessions, wordlm
 from .runtime import Runtime
 from .security import install_security
 
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(wordlm.router)
     app.include_router(sentiment.router)
+    app.include_router(forecast.router)
     app.include_router(sessions.router)
     app.include_router(models.router)
     return app

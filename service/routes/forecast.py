@@ -6,7 +6,7 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..dependencies import engine_for
 from ..engines.forecast import ForecastEngine
@@ -20,13 +20,26 @@ ForecastDep = Annotated[ForecastEngine, Depends(engine_for("forecast"))]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
+AIRLINE_1949_1950 = [112.0, 118, 132, 129, 121, 135, 148, 148, 136, 119, 104, 118,
+                     115, 126, 141, 135, 125, 149, 170, 170, 158, 133, 114, 140]  # fmt: skip
+
+
 class ForecastRequest(StrictRequest):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"series": AIRLINE_1949_1950, "horizon": 6, "season_length": 12},
+                {"series": AIRLINE_1949_1950, "horizon": 3, "quantiles": [0.9]},
+            ]
+        }
+    )
+
     series: list[FiniteFloat] = Field(
         min_length=1,
         max_length=MAX_SERIES_LENGTH,
         description="observations in time order, oldest first, equally spaced, no gaps (the model's minimum "
         "length is `min_history` in GET /models)",
-        examples=[[112.0, 118, 132, 129, 121, 135, 148, 148, 136, 119, 104, 118, 115, 126, 141, 135]],
+        examples=[AIRLINE_1949_1950],
     )
     horizon: int = Field(ge=1, description="how many future points (at most the model's `max_horizon`)", examples=[6])
     season_length: int | None = Field(
@@ -38,6 +51,22 @@ class ForecastRequest(StrictRequest):
 
 
 class ForecastResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "median": [146.2, 161.4, 180.3, 178.9, 165.0, 141.7],
+                    "quantiles": {
+                        "0.1": [137.5, 150.2, 166.8, 163.1, 149.9, 127.4],
+                        "0.9": [155.3, 172.9, 194.0, 195.2, 181.6, 157.8],
+                    },
+                    "season_length": 12,
+                    "model": {"name": "forecast-lstm-3x2x64", "version": 1},
+                }
+            ]
+        }
+    )
+
     median: list[float] = Field(description="the 0.5 quantile at each step of the horizon")
     quantiles: dict[str, list[float]] = Field(description='e.g. {"0.1": [...], "0.9": [...]}: an 80% interval')
     season_length: int = Field(description="the season length used")

@@ -16,6 +16,7 @@ from .errors import install_error_handlers
 from .observability import install_observability
 from .registry import load_registry
 from .routes import forecast, health, models, sentiment, sessions, wordlm
+from .routes import inspect as inspect_routes
 from .runtime import Runtime
 from .security import install_security
 
@@ -71,4 +72,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(forecast.router)
     app.include_router(sessions.router)
     app.include_router(models.router)
+    app.include_router(inspect_routes.router)
     return app

@@ -36,6 +36,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from service.tokenizer import EOS, UNK, Vocab
+from training.activations import export_activations
 from training.baselines import KneserNeyLM
 from training.data.text import Corpus, load_corpus
 from training.export import (
@@ -300,17 +301,23 @@ def export(checkpoint: Path, models_dir: Path, corpus: Corpus, version: int | No
             },
         )
         max_diff = check_parity(step, onnx_path, parity_cases(cfg), PARITY_ATOL)
+        activations = export_activations(model, out)  # activations.onnx + embeddings.npy, for POST /inspect
         vocab.save(out / "vocab.json")
         if curve:
             save_training_curve(ckpt["history"], out / "training_curve.png", baseline["valid_perplexity"])
         return {
             "name": f"wordlm-{cfg.layers}x{cfg.hidden}",
             "description": "Word-level LSTM language model (step model: prefill a prompt, then one call per token).",
-            "graphs": {"step": graph_spec(onnx_path)},
+            "graphs": {"step": graph_spec(onnx_path), "activations": activations.graph},
             "tokenizer": TokenizerSpec(
                 vocab_file="vocab.json", vocab_size=len(vocab), min_count=train_cfg["min_count"]
             ),
-            "config": {**cfg.to_dict(), "eos_token": EOS, "unk_token": UNK},
+            "config": {
+                **cfg.to_dict(),
+                "eos_token": EOS,
+                "unk_token": UNK,
+                "embeddings_file": activations.embeddings_file,
+            },
             "data": DataSpec(
                 source=ckpt["corpus"]["source"],
                 sha256=ckpt["corpus"]["sha256"],
@@ -325,7 +332,11 @@ def export(checkpoint: Path, models_dir: Path, corpus: Corpus, version: int | No
                 "command": "python -m training.wordlm all",
             },
             "metrics": {
-                "model": {**ckpt["metrics"], "onnx_parity_max_abs_diff": max_diff},
+                "model": {
+                    **ckpt["metrics"],
+                    "onnx_parity_max_abs_diff": max_diff,
+                    "activations_parity_max_abs_diff": activations.max_abs_diff,
+                },
                 "baselines": {f"kneser_ney_{train_cfg['kn_order']}gram": baseline},
             },
         }

@@ -19,6 +19,9 @@ from .sessions import MemorySessionStore, RedisSessionStore, SessionRecord, Sess
 
 log = logging.getLogger(__name__)
 
+# One-shot families and the engine method that takes a flat list of items (from many requests) at once.
+MICROBATCHED = {"sentiment": "classify", "forecast": "forecast_many"}
+
 
 def make_session_store(settings: Settings) -> SessionStore:
     args = (settings.session_idle_ttl_s, settings.session_max_lifetime_s, settings.session_capacity)
@@ -85,11 +88,19 @@ class Runtime:
                 QUEUE_DEPTH.labels(family=family).set(depth)
 
             self.batchers[key] = GenerationBatcher(engine, s.batch_max_size, s.batch_max_queue, on_step)
-        elif hasattr(engine, "batch_fn"):  # one-shot families: many requests share one call
+        elif family in MICROBATCHED:  # one-shot families: requests arriving together share their model calls
             self.microbatchers[key] = MicroBatcher(
-                f"{family}-{engine.model.version}", engine.batch_fn, s.microbatch_max_items,
+                f"{family}-{engine.model.version}", getattr(engine, MICROBATCHED[family]), s.microbatch_max_items,
                 s.microbatch_max_wait_ms / 1000.0,
             )  # fmt: skip
+
+    def run_batched(self, family: str, engine: Any, items: list[Any]) -> list[Any]:
+        """Run a one-shot family's batch function through its micro-batcher (or directly when batching is off).
+        Call from a worker thread: it blocks."""
+        micro = self.microbatchers.get((family, engine.model.version))
+        if micro is None:
+            return list(getattr(engine, MICROBATCHED[family])(items))
+        return micro.run(items)
 
     def engine(self, family: str) -> Any:
         engine = self.current.get(family)

@@ -19,7 +19,7 @@ hidden]` -> `y float32 [batch, seq, quantiles]`, `hn`, `cn`. Output position t i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -248,13 +248,16 @@ class Forecaster:
             state, h=h, c=c, recent=recent, position=state.position + z_new.shape[1], next_quantiles=y[:, -1]
         )
 
-    def prefill(self, history: np.ndarray, season_length: int | np.ndarray) -> ForecastState:
+    def prefill(
+        self, history: np.ndarray, season_length: int | np.ndarray, scaling: Scaling | None = None
+    ) -> ForecastState:
         """Read histories (B, T) (equal lengths, T >= 1) in one model call: fits the scaling on the last
-        `max_context` points and returns the state after them, with the forecast of the next value."""
+        `max_context` points (unless one is given) and returns the state after them, with the forecast of the
+        next value."""
         cfg = self.config
         history = np.asarray(history, dtype=np.float64)[:, -cfg.max_context :]
         batch = history.shape[0]
-        scaling = Scaling.fit(history, cfg.constant_tolerance)
+        scaling = scaling or Scaling.fit(history, cfg.constant_tolerance)
         zeros = np.zeros((cfg.layers, batch, cfg.hidden), dtype=np.float32)
         empty = ForecastState(
             h=zeros,
@@ -287,6 +290,30 @@ class Forecaster:
 
     def forecast(self, history: np.ndarray, horizon: int, season_length: int | np.ndarray) -> np.ndarray:
         return self.rollout(self.prefill(history, season_length), horizon)
+
+
+def concat_states(states: Sequence[ForecastState]) -> ForecastState:
+    """One batch from several states (row order kept), so their rollouts share every model call."""
+    return ForecastState(
+        h=np.concatenate([s.h for s in states], axis=1),
+        c=np.concatenate([s.c for s in states], axis=1),
+        scaling=Scaling(
+            loc=np.concatenate([s.scaling.loc for s in states]), scale=np.concatenate([s.scaling.scale for s in states])
+        ),
+        season_length=np.concatenate([s.season_length for s in states]),
+        recent=np.concatenate([s.recent for s in states]),
+        position=np.concatenate([s.position for s in states]),
+        next_quantiles=np.concatenate([s.next_quantiles for s in states]),
+    )
+
+
+@dataclass(frozen=True)
+class ForecastItem:
+    """One stateless forecast request, for micro-batching."""
+
+    series: Sequence[float]
+    horizon: int
+    season_length: int
 
 
 @dataclass
@@ -322,3 +349,25 @@ class ForecastEngine:
 
     def forecast(self, history: list[float] | np.ndarray, horizon: int, season_length: int) -> ForecastResult:
         return self.rollout(self.prefill(history, season_length), horizon)
+
+    def forecast_many(self, items: Sequence[ForecastItem]) -> list[ForecastResult]:
+        """Many forecasts in few calls: histories of equal (context) length are read together, then all of them
+        roll out together for the longest horizon. Each row is computed as if alone."""
+        cfg = self.config
+        groups: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(min(len(item.series), cfg.max_context), []).append(i)
+        states: list[ForecastState] = []
+        order: list[int] = []
+        for length, rows in groups.items():
+            history = np.array([np.asarray(items[i].series, dtype=np.float64)[-length:] for i in rows])
+            seasons = np.array([items[i].season_length for i in rows], dtype=np.int64)
+            states.append(self.forecaster.prefill(history, seasons))
+            order += rows
+        values = self.forecaster.rollout(concat_states(states), max(item.horizon for item in items))  # (B, H, Q)
+        results: list[ForecastResult] = [None] * len(items)  # type: ignore[list-item]
+        for row, i in enumerate(order):
+            horizon = items[i].horizon
+            quantiles = {q: values[row, :horizon, k].tolist() for k, q in enumerate(cfg.quantiles)}
+            results[i] = ForecastResult(quantiles=quantiles, median=quantiles[0.5])
+        return results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from ..dependencies import engine_for
@@ -77,9 +77,10 @@ SentimentDep = Annotated[SentimentEngine, Depends(engine_for("sentiment"))]
 
 # A plain `def` route runs in the thread pool: inference never blocks the event loop.
 @router.post("/sentiment", response_model=SentimentResponse)
-def sentiment(body: SentimentRequest, engine: SentimentDep) -> SentimentResponse:
+def sentiment(body: SentimentRequest, engine: SentimentDep, request: Request) -> SentimentResponse:
     """Classify the sentiment of each text."""
-    results = engine.classify(body.texts)
+    # Requests arriving together share their model calls (micro-batching); results come back in order.
+    results = request.app.state.runtime.run_batched("sentiment", engine, list(body.texts))
     return SentimentResponse(
         results=[
             SentimentResult(

@@ -3,7 +3,6 @@ naming the field), including the JSON NaN/Infinity literals the framework's pars
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ def test_forecast_contract(fc_client: TestClient, limits: dict[str, Any]) -> Non
     r = post(fc_client, {"series": SERIES, "horizon": 7, "season_length": 12})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"median", "quantiles", "season_length", "model"}
+    assert set(body) == {"median", "quantiles", "season_length", "model", "session_id"} and body["session_id"] is None
     assert len(body["median"]) == 7 and set(body["quantiles"]) == {"0.1", "0.9"}
     assert all(len(v) == 7 for v in body["quantiles"].values())
     assert body["season_length"] == 12
@@ -158,5 +157,5 @@ def test_longest_series_is_served(fc_client: TestClient) -> None:
 
 def test_no_forecast_model_is_503(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(models_dir=tmp_path, intra_op_threads=1))) as client:
-        r = client.post("/forecast", content=json.dumps({"series": SERIES, "horizon": 2}))
+        r = client.post("/forecast", json={"series": SERIES, "horizon": 2})
         assert r.status_code == 503 and r.json()["error"] == "unavailable"

@@ -45,7 +45,7 @@ models-wordlm: $(VENV)/.all
 	$(BIN)/python -m training.wordlm all --checkpoint runs/wordlm.pt
 
 models-sentiment: $(VENV)/.all
-	$(BIN)/python -m training.sentiment all --checkpoint runs/sentiment.pt
+	$(BIN)/python -m training.sentiment all --checkpoint runs/sentiment.pt --threads 1
 
 models-forecast: $(VENV)/.all  ## ~15 min on 2 cores: 3 LSTM members, then the ETS baseline on every series
 	$(BIN)/python -m training.forecast all --checkpoint runs/forecast.pt --docs-dir docs

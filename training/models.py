@@ -271,9 +271,8 @@ class BiLanguageModel(nn.Module):
     def transfer_to(self, classifier: BiLSTMClassifier) -> None:
         """Initialise the classifier's embedding and bidirectional LSTM from this model (same sizes)."""
         cfg, target = self.config, classifier.config
-        if (cfg.vocab_size, cfg.embedding, cfg.hidden, cfg.layers) != (
-            target.vocab_size, target.embedding, target.hidden, target.layers
-        ):
+        sizes = (cfg.vocab_size, cfg.embedding, cfg.hidden, cfg.layers)
+        if sizes != (target.vocab_size, target.embedding, target.hidden, target.layers):
             raise ValueError("pre-trained and classifier sizes differ")
         classifier.embed.weight.copy_(self.embed.weight)
         hidden = cfg.hidden

@@ -55,9 +55,7 @@ def _user_rows(n: int = 60) -> list[tuple[str, str]]:
 def test_user_csv_and_jsonl_give_the_same_data(tmp_path: Path) -> None:
     rows = _user_rows()
     csv_path = tmp_path / "mine.csv"
-    csv_path.write_text(
-        "Text,label,extra\n" + "".join(f'"{t}",{lab},x\n' for t, lab in rows), encoding="utf-8"
-    )
+    csv_path.write_text("Text,label,extra\n" + "".join(f'"{t}",{lab},x\n' for t, lab in rows), encoding="utf-8")
     jsonl_path = tmp_path / "mine.jsonl"
     jsonl_path.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows), encoding="utf-8")
     from_csv = load_sentiment_data(csv_path, seed=3)
@@ -69,7 +67,9 @@ def test_user_csv_and_jsonl_give_the_same_data(tmp_path: Path) -> None:
     for split in (from_csv.train, from_csv.valid, from_csv.test):  # stratified: every label in every split
         assert {e.label for e in split} == {0, 1, 2}
     assert from_csv.split["sizes"] == from_csv.sizes() and set(from_csv.split["ids_sha256"]) == {
-        "train", "valid", "test"
+        "train",
+        "valid",
+        "test",
     }
 
 
@@ -152,23 +152,30 @@ def test_pretrained_lm_maps_exactly_onto_the_bidirectional_lstm() -> None:
         forward = run(lm.forward_lstm, lm.embed(tokens))
         backward = run(lm.backward_lstm, lm.embed(reverse_padded(tokens, lengths)))
         # reverse_padded of a (B, T, H) tensor, one feature at a time, puts the backward outputs back in time order.
-        backward = torch.stack(
-            [reverse_padded(backward[..., h], lengths) for h in range(backward.size(-1))], dim=-1
-        )
+        backward = torch.stack([reverse_padded(backward[..., h], lengths) for h in range(backward.size(-1))], dim=-1)
     torch.testing.assert_close(both[..., :5], forward, atol=1e-6, rtol=0)
     torch.testing.assert_close(both[..., 5:], backward, atol=1e-6, rtol=0)
 
 
 def test_language_model_pretraining_lowers_perplexity() -> None:
     torch.manual_seed(0)
-    cfg = SentimentConfig(vocab_size=12, num_classes=2, embedding=12, hidden=16, dropout_embedding=0.0,
-                          dropout_input=0.0, dropout_hidden=0.0, dropout_output=0.0)
+    cfg = SentimentConfig(
+        vocab_size=12,
+        num_classes=2,
+        embedding=12,
+        hidden=16,
+        dropout_embedding=0.0,
+        dropout_input=0.0,
+        dropout_hidden=0.0,
+        dropout_output=0.0,
+    )
     # A deterministic cycle 2 3 4 ... 11: both directions can learn to predict it exactly.
     corpus = [[2 + (s + i) % 10 for i in range(8)] for s in range(40)]
     lm = BiLanguageModel(cfg, cutoffs=())
     before = sentiment.lm_perplexity(lm, corpus)
-    history = sentiment.pretrain(lm, corpus, corpus[:10], sentiment.PretrainConfig(epochs=6, batch_size=8, lr=2e-2),
-                                 max_batches=0)
+    history = sentiment.pretrain(
+        lm, corpus, corpus[:10], sentiment.PretrainConfig(epochs=6, batch_size=8, lr=2e-2), max_batches=0
+    )
     assert history[-1]["valid_perplexity"] < 2.0 < before
 
 
@@ -179,8 +186,15 @@ def test_tiny_model_learns_a_separable_set() -> None:
     examples = [Example(str(i), t, labels.index(lab)) for i, (t, lab) in enumerate(rows)]
     data = make_data(examples, labels, "synthetic", seed=1)
     cfg = sentiment.TrainConfig(
-        seed=5, min_count=1, max_tokens=TINY_MAX_TOKENS, batch_size=16, lr=1e-2, epochs=4, patience=4,
-        label_smoothing=0.0, ensemble=1,
+        seed=5,
+        min_count=1,
+        max_tokens=TINY_MAX_TOKENS,
+        batch_size=16,
+        lr=1e-2,
+        epochs=4,
+        patience=4,
+        label_smoothing=0.0,
+        ensemble=1,
         model={"embedding": 12, "hidden": 12, "dropout_embedding": 0.0, "dropout_input": 0.0},
         pretrain=sentiment.PretrainConfig(epochs=0),
     )
@@ -242,14 +256,21 @@ def test_failed_check_publishes_nothing(
 
 def test_float16_storage_is_exact_for_rounded_weights(tmp_path: Path) -> None:
     torch.manual_seed(2)
-    model = sentiment.SentimentProbs([BiLSTMClassifier(SentimentConfig(vocab_size=2000, num_classes=2, embedding=32,
-                                                                       hidden=32))]).eval()
+    model = sentiment.SentimentProbs(
+        [BiLSTMClassifier(SentimentConfig(vocab_size=2000, num_classes=2, embedding=32, hidden=32))]
+    ).eval()
     sentiment.round_weights_to_fp16(model)
     cases = sentiment.parity_cases(2000, 20)
     path = tmp_path / "m.onnx"
     example = tuple(torch.from_numpy(v) for v in cases[2].values())
-    sentiment.export_onnx(model, example, path, ["tokens", "lengths"], ["probs"],
-                          {"tokens": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "probs": {0: "batch"}})
+    sentiment.export_onnx(
+        model,
+        example,
+        path,
+        ["tokens", "lengths"],
+        ["probs"],
+        {"tokens": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "probs": {0: "batch"}},
+    )
     before = [ort_session(path).run(None, c)[0] for c in cases]
     size = path.stat().st_size
     sentiment.store_weights_as_fp16(path)

@@ -29,8 +29,11 @@ DEFAULT_LABELS = ("negative", "positive")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 SPLIT_NAMES = ("train", "valid", "test")
 
-_VADER_SDIST = ("vaderSentiment==3.3.2", "vaderSentiment-3.3.2.tar.gz",
-                "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9")
+_VADER_SDIST = (
+    "vaderSentiment==3.3.2",
+    "vaderSentiment-3.3.2.tar.gz",
+    "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+)
 _HUTTO_TAR = (
     "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz",
     "d5bb07d87474b3eb8d30b4deccbc23f19d742a6c5718fbacc65485b70b95c5fa",

@@ -30,6 +30,7 @@ import math
 import random
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,14 +58,14 @@ log = logging.getLogger("training.forecast")
 FAMILY = "forecast"
 PARITY_ATOL = 1e-4
 FEATURES = ("value", "seasonal_lag", "season_sin", "season_cos", "log_season", "horizon_step")
-ETS_CACHE_VERSION = 1  # bump when training/baselines_forecast.py's ETS changes
+ETS_CACHE_VERSION = 2  # bump when training/baselines_forecast.py's ETS changes
 
 
 @dataclass
 class TrainConfig:
     seed: int = 1
     members: int = 3  # ensemble size (each member trained with seed + i)
-    steps: int = 2500  # batches per member
+    steps: int = 2000  # batches per member
     batch_size: int = 128
     lr: float = 3e-3
     lr_final: float = 1e-4  # cosine decay to this
@@ -83,6 +84,7 @@ class TrainConfig:
     full_context_share: float = 0.5  # windows whose context is as long as possible (what a long history gets)
     synthetic_series: int = 400
     synthetic_share: float = 0.2  # share of batches cut from synthetic series
+    frequency_balance: float = 1.0  # P(frequency group) ∝ its series count ** this (1: every series alike)
     grad_context: int = 48  # context steps that carry gradients (the earlier ones only build the state)
     context_loss_weight: float = 0.5  # one-step-ahead loss inside the context, relative to the horizon loss
     mase_floor: float = 0.05  # window weight = 1 / max(seasonal naive MAE in standardized units, floor)
@@ -143,6 +145,13 @@ class WindowSampler:
         self.synthetic = [s for s in synthetic if len(s.values) >= cfg.min_history + cfg.max_horizon]
         if not self.real and not self.synthetic:
             raise ValueError(f"no series is long enough for training (min_history {cfg.min_history} + horizon)")
+        # Real series grouped by horizon (= frequency); a group is drawn with probability ∝ count ** balance.
+        by_horizon: dict[int, list[Series]] = {}
+        for s in self.real:
+            by_horizon.setdefault(s.horizon, []).append(s)
+        self.groups = list(by_horizon.values())
+        weights = np.array([len(g) for g in self.groups], dtype=np.float64) ** cfg.frequency_balance
+        self.group_weights = weights / weights.sum() if len(weights) else weights
 
     def sample(self) -> Batch:
         cfg, rng = self.cfg, self.rng
@@ -151,9 +160,10 @@ class WindowSampler:
             pool = [(s.values, s.season_length) for s in self.synthetic]
             anchor = pool[int(rng.integers(len(pool)))][0]
         else:
-            anchor_series = self.real[int(rng.integers(len(self.real)))]
+            group = self.groups[int(rng.choice(len(self.groups), p=self.group_weights))]
+            anchor_series = group[int(rng.integers(len(group)))]
             horizon = anchor_series.horizon  # real windows roll out exactly their evaluation horizon
-            pool = [(s.train, s.season_length) for s in self.real if s.horizon == horizon]
+            pool = [(s.train, s.season_length) for s in group]
             anchor = anchor_series.train
         longest = min(len(anchor) - horizon, cfg.max_context)
         context = longest if rng.random() < cfg.full_context_share else int(rng.integers(cfg.min_history, longest + 1))
@@ -406,15 +416,15 @@ def load_checkpoint(path: Path) -> tuple[ForecastEnsemble, TrainConfig, dict[str
 
 
 # ---- evaluation ------------------------------------------------------------------------------------------------
-def _ets_cached(series: list[Series], data_sha: str, cfg: TrainConfig, cache_dir: Path) -> list[dict[str, Any]]:
+def ets_baseline(series: list[Series], data_sha: str, workers: int, cache_dir: Path) -> list[dict[str, Any]]:
     """ETS forecasts of every test horizon, cached under data/ by the series' hash (fitting takes minutes)."""
     cache = cache_dir / f"forecast-ets-v{ETS_CACHE_VERSION}-{data_sha[:16]}.json"
     if cache.is_file():
         log.info("ETS baseline from cache %s", cache)
         cached: list[dict[str, Any]] = json.loads(cache.read_text())
         return cached
-    log.info("fitting ETS on %d series (%d processes)", len(series), cfg.workers)
-    fits = ets_forecasts([(s.test_history, s.horizon, s.season_length) for s in series], cfg.workers)
+    log.info("fitting ETS on %d series (%d processes)", len(series), workers)
+    fits = ets_forecasts([(s.test_history, s.horizon, s.season_length) for s in series], workers)
     rows = [
         {"mean": f.mean.tolist(), "lower": f.lower.tolist(), "upper": f.upper.tolist(), "model": f.model} for f in fits
     ]
@@ -443,7 +453,7 @@ def evaluate_test(
     lstm = forecast_many(
         forecaster, [s.test_history for s in series], [s.horizon for s in series], [s.season_length for s in series]
     )
-    ets = _ets_cached(series, data.sha256, cfg, cache_dir) if cfg.ets else None
+    ets = ets_baseline(series, data.sha256, cfg.workers, cache_dir) if cfg.ets else None
     lo, med, hi = 0, serving.median_index, len(serving.quantiles) - 1
     rows = []
     for i, s in enumerate(series):
@@ -686,7 +696,7 @@ _INT_ARGS = (
     "eval_every",
     "workers",
 )
-_FLOAT_ARGS = ("lr", "dropout", "synthetic_share", "max_minutes")
+_FLOAT_ARGS = ("lr", "dropout", "synthetic_share", "frequency_balance", "max_minutes")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -731,7 +741,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # LSTM steps are small: more threads only add contention
 
     data = load_series(args.data)
-    if args.command in ("train", "all"):
+    if args.command == "all":
+        cfg = _train_config(args)
+        # The ETS baseline needs only the data: fit it in a second process while this one trains (1 thread each).
+        with ProcessPoolExecutor(max_workers=1) as background:
+            ets = background.submit(ets_baseline, data.series, data.sha256, 1, args.cache_dir) if cfg.ets else None
+            train(data, cfg, args.checkpoint)
+            if ets is not None:
+                ets.result()
+    elif args.command == "train":
         train(data, _train_config(args), args.checkpoint)
     if args.command in ("export", "all"):
         print(export(args.checkpoint, args.models_dir, data, args.version, args.cache_dir, args.docs_dir))

@@ -5,15 +5,17 @@
     python -m training.sentiment all    [train options]             # what `make models-sentiment` runs
     python -m training.sentiment sweep  [--variants a,b,...]        # the recorded experiments (validation only)
 
-Recipe of the default model (each step measured on the validation split, see README "Sentiment"):
+Recipe of the default model (each choice measured on the validation split, see README "Sentiment"):
 
   1. vocabulary from the train split (min count 2), specials <pad> = 0 and <unk> = 1;
-  2. pre-train a forward and a backward 2-layer LSTM language model (shared embedding) on unlabelled text: the
-     train split's snippets (labels unused), the archive's NYT editorial snippets and the word-LM books;
-  3. copy them into the classifier's embedding and bidirectional LSTM (ULMFiT / ELMo style);
-  4. fine-tune on the labelled train split: packed padded batches, pooling = [last states, max, mean],
-     early stopping on validation accuracy, several seeds;
-  5. export the members as one ONNX graph that averages their probabilities.
+  2. train 3 classifiers (seeds 1234, 1235, 1236) on the labelled train split: packed padded batches, pooling =
+     [last states, max, mean], label smoothing 0.1, early stopping on validation accuracy;
+  3. export the members as one ONNX graph that averages their probabilities (float16-stored weights).
+
+Optional (`--pretrain-epochs N`, off by default: no measurable gain at the scale available here): pre-train a
+forward and a backward 2-layer LSTM language model (shared embedding) on unlabelled text (the train split's
+snippets with labels unused, the archive's NYT editorial snippets, the word-LM books), then copy them into the
+classifier's embedding and bidirectional LSTM (ULMFiT / ELMo style) and fine-tune with gradual unfreezing.
 
 Padded batches go through `pack_padded_sequence(enforce_sorted=False)` in training and the export keeps it as the
 ONNX LSTM's `sequence_lens`, so a text's probabilities are the same alone and inside a padded batch (checked at
@@ -701,8 +703,7 @@ def export(
     train_cfg = ckpt["train_config"]
     model_cfg = SentimentConfig(**ckpt["config"])
     max_tokens = train_cfg["max_tokens"]
-    default_data = tuple(data.labels) == DEFAULT_LABELS and data.source.startswith("pip package")
-    out_of_domain = load_out_of_domain(cache_dir) if default_data else {}
+    out_of_domain = load_out_of_domain(cache_dir) if data.builtin else {}
     baseline_metrics = evaluate_baselines(data, out_of_domain) if baselines else {}
 
     def build(out: Path) -> dict[str, Any]:

@@ -84,6 +84,7 @@ class SentimentData:
     source: str
     sha256: str  # of the rows (id, label, text) the split was cut from, in file order
     split: dict[str, Any] = field(default_factory=dict)  # seed, fractions, sizes and row-id hashes per split
+    builtin: bool = False  # the default Rotten Tomatoes data (its out-of-domain sets and VADER apply)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
@@ -200,7 +201,9 @@ def stratified_split(
     return parts
 
 
-def make_data(examples: list[Example], labels: list[str], source: str, seed: int) -> SentimentData:
+def make_data(
+    examples: list[Example], labels: list[str], source: str, seed: int, builtin: bool = False
+) -> SentimentData:
     train, valid, test = stratified_split(examples, seed)
     parts = {"train": train, "valid": valid, "test": test}
     split = {
@@ -219,6 +222,7 @@ def make_data(examples: list[Example], labels: list[str], source: str, seed: int
         source=source,
         sha256=rows_sha256(examples, labels),
         split=split,
+        builtin=builtin,
     )
 
 
@@ -228,7 +232,7 @@ def load_sentiment_data(path: Path | None = None, seed: int = 1234, cache_dir: P
     if path is None:
         examples = polarity_examples(read_ground_truth(fetch(MOVIE_REVIEWS, cache_dir)))
         source = f"{MOVIE_REVIEWS.source} (label = sign of the mean rating; zeros dropped)"
-        return make_data(examples, list(DEFAULT_LABELS), source, seed)
+        return make_data(examples, list(DEFAULT_LABELS), source, seed, builtin=True)
     ids, texts, names = read_labelled_file(path)
     labels = sorted(set(names))
     index = {name: i for i, name in enumerate(labels)}

@@ -393,4 +393,3 @@ class ForecastEnsemble(nn.Module):
             cs.append(c)
         y = ys[0] if len(ys) == 1 else torch.stack(ys).mean(0)
         return y, torch.cat(hs, dim=-1), torch.cat(cs, dim=-1)
-

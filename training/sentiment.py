@@ -810,7 +810,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     # Smaller: embedding 64, hidden 96 (the default size).
     "e64-h96-b64-scratch": {"patience": 2, "epochs": 15},
-    # Ablations at the default size (run after the default model was exported).
+    # Ablations at the default size (no-smoothing was run after the default model was exported).
     "e64-h96-last-pooling": {"model": {"pooling": "last"}},
     "e64-h96-no-smoothing": {"label_smoothing": 0.0},
 }

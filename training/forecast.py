@@ -698,7 +698,15 @@ _INT_ARGS = (
     "eval_every",
     "workers",
 )
-_FLOAT_ARGS = ("lr", "dropout", "synthetic_share", "frequency_balance", "max_minutes")
+_FLOAT_ARGS = (
+    "lr",
+    "dropout",
+    "synthetic_share",
+    "frequency_balance",
+    "context_loss_weight",
+    "mase_floor",
+    "max_minutes",
+)
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:

@@ -149,7 +149,10 @@ def report(table: Table, clients_list: list[int], rounds: int, windows: dict[int
         "",
         f"Machine: {machine()}. Model: {model}. Medians of {rounds} interleaved rounds; windows of "
         + ", ".join(f"{windows[c]:g} s at {c} client{'s' if c > 1 else ''}" for c in clients_list)
-        + ". Load generator, servers and the raw loop share the same 2 cores.",
+        + " (requests in flight when a window closes are awaited and counted; every client sends at least one)."
+        + " Load generator, servers and the raw loop share the same cores; the load generator (asyncio streams)"
+        + f" used {max(r.client_cpu for rows in table.rows.values() for r in rows if hasattr(r, 'client_cpu')):.2f}"
+        + " of a core at most.",
         "",
         "| clients | configuration | tokens/s | p50 latency (s) | p99 latency (s) | requests done |",
         "|---|---|---|---|---|---|",

@@ -37,6 +37,7 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
     """models/wordlm/1 holding a tiny word LM trained for a few seconds on the tiny corpus."""
+    from tests.torch_threads import one_torch_thread
     from training import wordlm
     from training.data.text import load_corpus
 
@@ -51,8 +52,9 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> P
         model={"embedding": 24, "hidden": 24, "layers": 2},
     )
     checkpoint = root.parent / "wordlm.pt"
-    wordlm.train(corpus, cfg, checkpoint)
-    wordlm.export(checkpoint, root, corpus, curve=False)
+    with one_torch_thread():
+        wordlm.train(corpus, cfg, checkpoint)
+        wordlm.export(checkpoint, root, corpus, curve=False)
     return root
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from training.data.series import Series, SeriesSet, default_horizon, seasonal_trend, series_digest
 
@@ -36,6 +35,7 @@ def tiny_checkpoint_path(models_root: Path) -> Path:
 
 def build_tiny_forecast_model(models_root: Path) -> Path:
     """Train (a few seconds) and export a tiny forecaster into models_root/forecast/1; returns that directory."""
+    from tests.torch_threads import one_torch_thread
     from training import forecast
 
     data = tiny_series()
@@ -55,10 +55,6 @@ def build_tiny_forecast_model(models_root: Path) -> Path:
         ets=False,
     )
     checkpoint = tiny_checkpoint_path(models_root)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny LSTM steps: extra threads only wait on each other (10x slower on a busy box)
-    try:
+    with one_torch_thread():
         forecast.train(data, cfg, checkpoint)
         return forecast.export(checkpoint, models_root, data, version=1, cache_dir=models_root.parent)
-    finally:
-        torch.set_num_threads(threads)

@@ -27,8 +27,7 @@ def synthetic_texts(n: int, seed: int) -> list[tuple[str, str]]:
 
 def build_tiny_sentiment_model(models_root: Path, ensemble: int = 2) -> Path:
     """Train and export a tiny BiLSTM on synthetic data into `models_root/sentiment/1`; returns that directory."""
-    import torch
-
+    from tests.torch_threads import one_torch_thread
     from training import sentiment
     from training.data.sentiment import DEFAULT_LABELS, Example, make_data
 
@@ -50,13 +49,9 @@ def build_tiny_sentiment_model(models_root: Path, ensemble: int = 2) -> Path:
         pretrain=sentiment.PretrainConfig(epochs=0),
     )
     checkpoint = tiny_checkpoint_path(models_root)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small gains nothing from more, and spinning threads stall on busy CPUs
-    try:
+    with one_torch_thread():
         sentiment.train(data, cfg, checkpoint)
         return sentiment.export(checkpoint, models_root, data, version=1, curve=False)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def tiny_checkpoint_path(models_root: Path) -> Path:

@@ -12,6 +12,7 @@ import torch
 
 from service.tokenizer import PAD, UNK
 from tests.fixtures_sentiment import TINY_MAX_TOKENS, synthetic_texts, tiny_checkpoint_path
+from tests.torch_threads import one_torch_thread
 from training import sentiment
 from training.data.sentiment import (
     DataFormatError,
@@ -28,11 +29,8 @@ from training.models import BiLanguageModel, BiLSTMClassifier, SentimentConfig, 
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    """Tiny models: one thread is fastest, and spinning threads stall when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 # ---- data ------------------------------------------------------------------------------------------------------------

@@ -32,12 +32,16 @@ class Settings(BaseSettings):
     )
     max_prompt_tokens: int = Field(2048, ge=1, description="longest prompt after tokenization")
     # Batching
-    batching: bool = Field(True, description="continuous batching of generation and micro-batching of one-shot "
-                           "models (off: every request runs alone in the thread pool)")
+    batching: bool = Field(
+        True,
+        description="continuous batching of generation and micro-batching of one-shot "
+        "models (off: every request runs alone in the thread pool)",
+    )
     batch_max_size: int = Field(64, ge=1, le=1024, description="sequences stepped together in one call")
     batch_max_queue: int = Field(1024, ge=1, description="generation requests waiting for a slot before 503")
-    microbatch_max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a /sentiment or /forecast "
-                                          "request waits for others to share its call")
+    microbatch_max_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="how long a /sentiment or /forecast request waits for others to share its call"
+    )
     microbatch_max_items: int = Field(256, ge=1, description="items (texts, series) per micro-batched call")
     # Sessions
     session_store: Literal["memory", "redis"] = Field("memory", description="where session state lives")

@@ -25,6 +25,8 @@ import math
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from service.tokenizer import EOS, UNK, Vocab
@@ -65,8 +67,11 @@ class TrainConfig:
     lr_decay: float = 4.0  # lr /= lr_decay whenever validation perplexity stalls
     clip: float = 0.25
     weight_decay: float = 1.2e-6
-    epochs: int = 40
+    epochs: int = 60
     patience: int = 4  # stop after this many epochs without a new best validation perplexity
+    # NT-ASGD (Merity et al., 2017): at the first stall, keep the learning rate and start averaging the weights
+    # of every step from then on; the average is what is evaluated and kept. Later stalls divide the lr as usual.
+    average: bool = True
     max_minutes: float = 0.0  # wall-clock budget (0 = none)
     max_batches: int = 0  # per epoch (0 = all); for tests
     eval_batch_size: int = 10
@@ -94,6 +99,34 @@ def get_batch(source: Tensor, i: int, bptt: int) -> tuple[Tensor, Tensor]:
     inputs = source[i : i + seq_len]
     targets = source[i + 1 : i + 1 + seq_len]
     return inputs.t().contiguous(), targets.t().contiguous()
+
+
+class WeightAverage:
+    """Running mean of a model's parameters over the optimizer steps since it was made (the "A" of ASGD)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.params = dict(model.named_parameters())  # tied weights appear once
+        self.mean = {name: p.detach().clone() for name, p in self.params.items()}
+        self.steps = 1
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        for name, p in self.params.items():
+            self.mean[name].add_(p - self.mean[name], alpha=1.0 / self.steps)
+
+    @contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """The model holds the averaged weights inside the block, its own again after it."""
+        with torch.no_grad():
+            own = {name: p.detach().clone() for name, p in self.params.items()}
+            for name, p in self.params.items():
+                p.copy_(self.mean[name])
+            try:
+                yield
+            finally:
+                for name, p in self.params.items():
+                    p.copy_(own[name])
 
 
 def evaluate(model: WordLM, source: Tensor, bptt: int = 70) -> float:
@@ -132,6 +165,7 @@ def train(corpus: Corpus, cfg: TrainConfig, checkpoint: Path) -> dict[str, Any]:
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     best_ppl, best_state, stalls = math.inf, None, 0
+    averaged: WeightAverage | None = None
     history: list[dict[str, float]] = []
     started = time.monotonic()
     n_windows = math.ceil((train_data.size(0) - 1) / cfg.bptt)
@@ -151,6 +185,8 @@ def train(corpus: Corpus, cfg: TrainConfig, checkpoint: Path) -> dict[str, Any]:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             optimizer.step()
+            if averaged is not None:
+                averaged.update()
             total_loss += loss.item() * targets.numel()
             total_tokens += targets.numel()
             if b % 10 == 0:
@@ -160,7 +196,11 @@ def train(corpus: Corpus, cfg: TrainConfig, checkpoint: Path) -> dict[str, Any]:
                     lr=f"{optimizer.param_groups[0]['lr']:g}",
                 )
         train_ppl = math.exp(total_loss / total_tokens)
-        valid_ppl = evaluate(model, valid_data)
+        with averaged.swapped_in() if averaged is not None else nullcontext():
+            valid_ppl = evaluate(model, valid_data)
+            improved = valid_ppl < best_ppl
+            if improved:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         lr = optimizer.param_groups[0]["lr"]
         history.append(
             {
@@ -168,22 +208,25 @@ def train(corpus: Corpus, cfg: TrainConfig, checkpoint: Path) -> dict[str, Any]:
                 "train_perplexity": train_ppl,
                 "valid_perplexity": valid_ppl,
                 "lr": lr,
+                "averaged": averaged is not None,
                 "minutes": (time.monotonic() - started) / 60,
             }
         )
-        improved = valid_ppl < best_ppl
         log.info(
-            "epoch %2d | lr %-6g | train ppl %7.2f | valid ppl %7.2f%s | %.1f min",
+            "epoch %2d | lr %-6g | train ppl %7.2f | valid ppl %7.2f%s%s | %.1f min",
             epoch,
             lr,
             train_ppl,
             valid_ppl,
+            " (averaged)" if averaged is not None else "",
             " (best)" if improved else "",
             history[-1]["minutes"],
         )
         if improved:
             best_ppl, stalls = valid_ppl, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif cfg.average and averaged is None:
+            log.info("validation stalled: averaging the weights from here on (lr stays %g)", lr)
+            averaged = WeightAverage(model)
         else:
             stalls += 1
             for group in optimizer.param_groups:
@@ -356,6 +399,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=400)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--no-tie", action="store_true", help="separate decoder weights")
+    p.add_argument("--no-average", action="store_true", help="plain SGD: divide the lr at every stall, no averaging")
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -381,7 +425,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         "layers": args.layers,
         "tie_weights": not args.no_tie,
     }
-    return TrainConfig(**fields, model=model)
+    return TrainConfig(**fields, average=not args.no_average, model=model)
 
 
 def main(argv: list[str] | None = None) -> None:

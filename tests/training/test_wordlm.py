@@ -92,3 +92,19 @@ def test_kneser_ney_is_a_distribution_and_beats_a_unigram_guess() -> None:
         assert sum(lm.prob(context, w) for w in range(6)) == pytest.approx(1.0)
     assert lm.prob([1, 2], 3) > lm.prob([1, 2], 4) > lm.prob([1, 2], 5) > 0
     assert lm.perplexity(stream[:24]) < 3.0
+
+
+def test_weight_average_is_the_mean_of_the_steps_and_swaps_back() -> None:
+    model = torch.nn.Linear(3, 2)
+    seen = []
+    average = wordlm.WeightAverage(model)
+    seen.append(model.weight.detach().clone())
+    for _ in range(4):
+        with torch.no_grad():
+            model.weight.add_(torch.randn_like(model.weight))
+        average.update()
+        seen.append(model.weight.detach().clone())
+    own = model.weight.detach().clone()
+    with average.swapped_in():
+        torch.testing.assert_close(model.weight.detach(), torch.stack(seen).mean(0))
+    assert torch.equal(model.weight.detach(), own)

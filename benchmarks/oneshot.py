@@ -84,7 +84,8 @@ def main() -> None:
         "## One-shot endpoints: /sentiment (1 text per request) and /forecast (60–119 points, horizon 12)",
         "",
         f"Machine: {machine()}. Medians of {rounds} interleaved rounds of {seconds:g} s each; closed-loop clients.",
-        "`micro-batched`: requests arriving within 2 ms share one model call (default); `alone`: "
+        f"`micro-batched`: requests waiting when a call starts share it, after waiting up to "
+        f"{os.environ.get('CELLSTATE_MICROBATCH_MAX_WAIT_MS', '0')} ms for more (the default is 0); `alone`: "
         "`CELLSTATE_BATCHING=false`.",
         "",
         "| endpoint | clients | configuration | requests/s | p50 (ms) | p99 (ms) |",

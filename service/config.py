@@ -39,8 +39,11 @@ class Settings(BaseSettings):
     )
     batch_max_size: int = Field(64, ge=1, le=1024, description="sequences stepped together in one call")
     batch_max_queue: int = Field(1024, ge=1, description="generation requests waiting for a slot before 503")
+    # 0: a call takes every request already waiting and never waits for more. Under load requests pile up while
+    # the previous call runs, so batches form anyway; alone, a request pays no wait (BENCHMARKS.md: 2 ms halved
+    # single-client /sentiment throughput and gained nothing at 32 clients).
     microbatch_max_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="how long a /sentiment or /forecast request waits for others to share its call"
+        0.0, ge=0, le=1000, description="how long a /sentiment or /forecast request waits for others to share its call"
     )
     microbatch_max_items: int = Field(256, ge=1, description="items (texts, series) per micro-batched call")
     # Sessions

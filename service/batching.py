@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from .engines.wordlm import Generation, State, WordLMEngine
+from .families.wordlm.engine import Generation, State, WordLMEngine
 from .sampling import sample_rows
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ and the pinball loss of the 0.1/0.5/0.9 quantiles is taken at every context posi
 window weighted by 1 / (its in-sample seasonal naive error), so the loss tracks MASE. Rolling the horizon out during
 training (instead of only one-step-ahead teacher forcing) is what makes the intervals widen with the horizon.
 
-The features and the scaling come from service/engines/forecast.py (one implementation, shared with serving).
+The features and the scaling come from service/families/forecast/engine.py (one implementation, shared with serving).
 Several members trained with different seeds form an ensemble whose quantiles are averaged; it is exported as one
 ONNX step model. Model selection (best validation step per member) uses only the validation horizon: the H points
 before each series' held-out test horizon; the test horizon is scored once, at export, against seasonal naive and
@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from service.engines.forecast import ForecastConfig, Forecaster, Scaling, StepRunner, input_features
+from service.families.forecast.engine import ForecastConfig, Forecaster, Scaling, StepRunner, input_features
 from training.baselines_forecast import (
     coverage,
     ets_forecasts,

@@ -39,7 +39,7 @@ from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 from tqdm import tqdm
 
-from service.engines.inspect import ActivationWalker, unit_rows
+from service.families.wordlm.inspect import ActivationWalker, unit_rows
 from service.manifest import MANIFEST_NAME, read_manifest, verify_files
 from service.tokenizer import EOS, Vocab, tokenize
 from training.data.text import load_corpus

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..dependencies import engine_for
-from ..engines.forecast import ForecastEngine, ForecastItem, ForecastResult, ForecastState
+from ..families.forecast.engine import ForecastEngine, ForecastItem, ForecastResult, ForecastState
 from ..errors import RequestError
 from ..runtime import Runtime
 from ..schemas import ErrorResponse, ModelRef, StrictRequest

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from ..dependencies import engine_for
-from ..engines.sentiment import SentimentEngine
+from ..families.sentiment.engine import SentimentEngine
 from ..schemas import ErrorResponse, ModelRef, StrictRequest
 from ..tokenizer import tokenize
 

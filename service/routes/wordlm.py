@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..batching import GenerationJob, QueueFullError, run_alone
 from ..dependencies import SettingsDep, engine_for
-from ..engines.wordlm import EncodedText, WordLMEngine
+from ..families.wordlm.engine import EncodedText, WordLMEngine
 from ..errors import RequestError
 from ..observability import TOKENS_GENERATED
 from ..runtime import Runtime

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.engines.forecast import ForecastEngine, ForecastItem
+from service.families.forecast.engine import ForecastEngine, ForecastItem
 
 SERIES = [100 + 10 * math.sin(2 * math.pi * t / 12) + 0.5 * t for t in range(96)]
 

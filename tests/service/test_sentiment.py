@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.engines.sentiment import SentimentEngine
+from service.families.sentiment.engine import SentimentEngine
 from service.registry import load_model
 from tests.fixtures_sentiment import NEGATIVE, POSITIVE, TINY_MAX_TOKENS
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from service.config import Settings
-from service.engines.forecast import ForecastEngine, Forecaster, ForecastState, Scaling, input_features
+from service.families.forecast.engine import ForecastEngine, Forecaster, ForecastState, Scaling, input_features
 from service.manifest import read_manifest
 from service.registry import load_model
 from tests.fixtures_forecast import tiny_checkpoint_path, tiny_series

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.engines.inspect import ActivationWalker
+from service.families.wordlm.inspect import ActivationWalker
 from service.manifest import read_manifest, verify_files
 from service.tokenizer import Vocab
 from training import visualize

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..registry import LoadedModel
+from ...registry import LoadedModel
 
 # x (B, T, F) float32, h0 (L, B, H), c0 (L, B, H) -> y (B, T, Q), hn, cn
 StepRunner = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]

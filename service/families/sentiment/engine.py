@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..registry import LoadedModel
-from ..tokenizer import Vocab, tokenize
+from ...registry import LoadedModel
+from ...tokenizer import Vocab, tokenize
 
 # Upper bounds (in tokens) of the length buckets; texts up to the model's max_tokens fall in the last one.
 DEFAULT_BUCKETS = (8, 16, 32, 64)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from ..registry import LoadedModel
-from ..tokenizer import EOS, PAD
-from .wordlm import EncodedText, WordLMEngine
+from ...registry import LoadedModel
+from ...tokenizer import EOS, PAD
+from .engine import EncodedText, WordLMEngine
 
 ROLE = "activations"
 GATES = ("input", "forget", "candidate", "output")  # the order of the graph's gates axis

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..registry import LoadedModel
-from ..sampling import Sampler, SamplingParams, softmax
-from ..tokenizer import EOS, Detokenizer, Vocab, tokenize
+from ...registry import LoadedModel
+from ...sampling import Sampler, SamplingParams, softmax
+from ...tokenizer import EOS, Detokenizer, Vocab, tokenize
 
 State = tuple[np.ndarray, np.ndarray]  # (h, c), each float32 (layers, B, hidden)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .registry import LoadedModel
 from .families.forecast.engine import ForecastEngine
 from .families.sentiment.engine import SentimentEngine
 from .families.wordlm.engine import WordLMEngine
+from .registry import LoadedModel
 
 ENGINES: dict[str, Callable[[LoadedModel], Any]] = {
     "wordlm": WordLMEngine,

@@ -11,8 +11,8 @@ from fastapi import HTTPException
 
 from .batching import GenerationBatcher, MicroBatcher
 from .config import Settings
-from .families_list import ENGINES
 from .families.wordlm.engine import WordLMEngine
+from .families_list import ENGINES
 from .observability import BATCH_SIZE, QUEUE_DEPTH
 from .registry import Registry, load_registry
 from .sessions import MemorySessionStore, RedisSessionStore, SessionRecord, SessionStore

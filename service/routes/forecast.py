@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..dependencies import engine_for
-from ..families.forecast.engine import ForecastEngine, ForecastItem, ForecastResult, ForecastState
 from ..errors import RequestError
+from ..families.forecast.engine import ForecastEngine, ForecastItem, ForecastResult, ForecastState
 from ..runtime import Runtime
 from ..schemas import ErrorResponse, ModelRef, StrictRequest
 from ..sessions import ID_PATTERN as SESSION_ID_PATTERN

@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from ..families.wordlm.inspect import GATES, Inspection, InspectionUnavailable, Inspector, InspectorCache, UnknownWord
-from ..families.wordlm.engine import WordLMEngine
 from ..errors import RequestError
+from ..families.wordlm.engine import WordLMEngine
+from ..families.wordlm.inspect import GATES, Inspection, InspectionUnavailable, Inspector, InspectorCache, UnknownWord
 from ..schemas import (
     MAX_PROMPT_CHARS,
     ErrorResponse,

@@ -14,8 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..batching import GenerationJob, QueueFullError, run_alone
 from ..dependencies import SettingsDep, engine_for
-from ..families.wordlm.engine import EncodedText, WordLMEngine
 from ..errors import RequestError
+from ..families.wordlm.engine import EncodedText, WordLMEngine
 from ..observability import TOKENS_GENERATED
 from ..runtime import Runtime
 from ..sampling import Sampler, SamplingParams

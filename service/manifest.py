@@ -48,7 +48,9 @@ class TokenizerSpec(_Strict):
     vocab_size: int
     min_count: int
     lowercase: bool = True
-    eos: Literal["line", "none"] = "line"  # "none": single snippets, tokenized without <eos> (sentiment)
+    # Where <eos> goes (service/tokenizer.py): "paragraph" (blank lines end paragraphs), "line" (every line end;
+    # also what a manifest without the field means, as models/wordlm/1), "none" (single snippets, as sentiment).
+    eos: Literal["paragraph", "line", "none"] = "line"
 
 
 class DataSpec(_Strict):

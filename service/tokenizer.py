@@ -7,9 +7,16 @@ Rules:
 - lower-case;
 - a word is a run of letters/digits, with inner apostrophes kept ("don't", "alice's");
 - every other visible character is its own token (",", "'", "-", "(" ...);
-- `<eos>` closes every non-empty line (the classic word-LM convention; the default books are hard-wrapped and one
-  of them has no blank lines, so line ends are the only paragraph signal that exists in both);
+- `<eos>` marks ends, in one of three modes (a model's manifest says which, `tokenizer.eos`):
+  `paragraph` — paragraphs are separated by blank lines, the lines inside one are joined, and `<eos>` closes every
+  paragraph that a blank line follows; `line` — `<eos>` closes every non-empty line (the classic word-LM convention,
+  and what models trained before the field existed use); `none` — no `<eos>` at all (single snippets). In both
+  marking modes the last paragraph or line of a text that does not end with its separator is unfinished (a prompt
+  being continued): no `<eos>` after it;
 - words outside the vocabulary become `<unk>`.
+
+Reading a book into paragraphs (hard-wrapped lines, texts without blank lines) is the corpus reader's job
+(`training/data/text.py`); it hands this module text with blank lines between paragraphs.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
+
+EosMode = Literal["paragraph", "line", "none"]
+EOS_MODES: tuple[str, ...] = get_args(EosMode)
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -35,6 +46,7 @@ _JOINERS = frozenset("-/")  # glued on both sides: "rabbit-hole", "and/or"
 _QUOTES = frozenset("\"'")
 _SENTENCE_END = frozenset(".!?")
 _CAPITAL_I = re.compile(r"^i(?=$|')")
+_BLANK_LINES = re.compile(r"\n[ \t\f\v]*\n\s*")  # one or more blank (or whitespace-only) lines
 
 
 def tokenize_line(line: str) -> list[str]:
@@ -42,9 +54,25 @@ def tokenize_line(line: str) -> list[str]:
     return [t.replace("\u2019", "'") for t in _TOKEN_RE.findall(line.lower())]
 
 
-def tokenize(text: str, add_eos: bool = True) -> list[str]:
-    """Tokenize text; `<eos>` after every non-empty line when `add_eos` is set."""
-    tokens: list[str] = []
+def tokenize(text: str, add_eos: bool = True, eos: EosMode = "line") -> list[str]:
+    """Tokenize text with `<eos>` as the `eos` mode says (module docstring); `add_eos=False` is `eos="none"`."""
+    if not add_eos or eos == "none":
+        return [t for line in text.splitlines() for t in tokenize_line(line)]
+    if eos == "paragraph":
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        blocks = _BLANK_LINES.split(text)
+        # A blank line after the last block means it is finished; the split leaves an empty last block then.
+        done_flags = [True] * (len(blocks) - 1) + [False]
+        tokens: list[str] = []
+        for block, done in zip(blocks, done_flags, strict=True):
+            words = [t for line in block.splitlines() for t in tokenize_line(line)]
+            if words:
+                tokens.extend(words)
+                if done:
+                    tokens.append(EOS)
+        return tokens
+    assert eos == "line", f"unknown eos mode {eos!r}"
+    tokens = []
     lines = text.splitlines() or [text]
     for i, line in enumerate(lines):
         words = tokenize_line(line)
@@ -53,7 +81,7 @@ def tokenize(text: str, add_eos: bool = True) -> list[str]:
         tokens.extend(words)
         # The last line of a prompt without a trailing newline is unfinished: no <eos> after it.
         finished = i < len(lines) - 1 or text.endswith(("\n", "\r"))
-        if add_eos and finished:
+        if finished:
             tokens.append(EOS)
     return tokens
 
@@ -111,16 +139,24 @@ class Detokenizer:
     """Turns tokens back into prose, one token at a time (so streaming and whole-text output agree).
 
     No space before `,.;:!?` and closing quotes, none after opening quotes; hyphens glue words; `<eos>` is a line
-    break; sentences and the pronoun "I" are capitalised. Straight quotes alternate between opening and closing,
-    which is why this is stateful: feed it the prompt first (discarding the output) to continue a text correctly.
+    break (`eos="line"`) or a blank line that starts a new paragraph afresh (`eos="paragraph"`: quotes closed,
+    capital letter next); sentences and the pronoun "I" are capitalised. Straight quotes alternate between opening
+    and closing, which is why this is stateful: feed it the prompt first (discarding the output) to continue a text
+    correctly.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, eos: EosMode = "line") -> None:
+        self.eos = eos
         self._open_quotes: set[str] = set()
         self._space_next = False  # whether the next token needs a leading space
         self._capitalize_next = True
 
     def feed(self, token: str) -> str:
+        if token == EOS and self.eos == "paragraph":
+            self._open_quotes.clear()
+            self._space_next = False
+            self._capitalize_next = True
+            return "\n\n"
         if token == EOS:
             # Line ends in the books are mostly wraps inside a sentence: keep quote and capitalisation state.
             self._space_next = False
@@ -158,11 +194,12 @@ class Detokenizer:
     def state(self) -> dict[str, object]:
         """JSON-able state, so a session can continue the text exactly where it stopped."""
         return {"open_quotes": sorted(self._open_quotes), "space_next": self._space_next,
-                "capitalize_next": self._capitalize_next}  # fmt: skip
+                "capitalize_next": self._capitalize_next, "eos": self.eos}  # fmt: skip
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> Detokenizer:
-        detokenizer = cls()
+        # States saved before the eos mode existed come from line models.
+        detokenizer = cls(eos=str(state.get("eos", "line")))  # type: ignore[arg-type]
         detokenizer._open_quotes = set(state["open_quotes"])  # type: ignore[call-overload]
         detokenizer._space_next = bool(state["space_next"])
         detokenizer._capitalize_next = bool(state["capitalize_next"])
@@ -178,6 +215,6 @@ class Detokenizer:
             yield self.feed(tok)
 
 
-def detokenize(tokens: Iterable[str]) -> str:
+def detokenize(tokens: Iterable[str], eos: EosMode = "line") -> str:
     """Join tokens into readable text."""
-    return "".join(Detokenizer().pieces(tokens))
+    return "".join(Detokenizer(eos).pieces(tokens))

@@ -22,6 +22,28 @@ def test_eos_closes_every_finished_line_but_not_an_unfinished_last_line() -> Non
     assert tokenize("a b\nc", add_eos=False) == ["a", "b", "c"]
 
 
+def test_paragraph_mode_joins_lines_and_closes_paragraphs_a_blank_line_follows() -> None:
+    text = "a b\nc\n\n  \nd e\nf\n\n"
+    assert tokenize(text, eos="paragraph") == ["a", "b", "c", EOS, "d", "e", "f", EOS]
+    # A prompt being continued: its last paragraph is unfinished, and single line breaks are no ends.
+    assert tokenize("The Queen said\n", eos="paragraph") == ["the", "queen", "said"]
+    assert tokenize("a\r\n\r\nb", eos="paragraph") == ["a", EOS, "b"]
+    assert tokenize(text, eos="none") == tokenize(text, add_eos=False) == ["a", "b", "c", "d", "e", "f"]
+    assert tokenize("a\nb\n", eos="line") == tokenize("a\nb\n") == ["a", EOS, "b", EOS]
+
+
+def test_paragraph_detokenizer_starts_a_fresh_paragraph() -> None:
+    tokens = ["'", "oh", "dear", EOS, "she", "said", "."]
+    assert detokenize(tokens, eos="paragraph") == "'Oh dear\n\nShe said."
+    assert tokenize(detokenize(tokens, eos="paragraph") + "\n\n", eos="paragraph") == [*tokens, EOS]
+    # A session's saved state keeps the mode; states saved before the mode existed are line mode.
+    detokenizer = Detokenizer("paragraph")
+    assert Detokenizer.from_state(detokenizer.state()).feed(EOS) == "\n\n"
+    state = detokenizer.state()
+    del state["eos"]
+    assert Detokenizer.from_state(state).feed(EOS) == "\n"
+
+
 def test_round_trip_tokens_survive_detokenization() -> None:
     tokens = tokenize(TEXT)
     assert tokenize(detokenize(tokens)) == tokens

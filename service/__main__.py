@@ -6,12 +6,15 @@ import uvicorn
 
 from .app import create_app
 from .config import Settings
+from .connections import GuardedH11Protocol, effective_max_connections, install_log_guards, raise_fd_limit
 from .observability import configure_logging
 
 
 def main() -> None:
     settings = Settings()
     configure_logging(settings)  # text or JSON, with request ids; uvicorn's loggers go through it too
+    install_log_guards()  # a connection flood logs one line per 10 s, not one traceback per failed accept()
+    max_connections = effective_max_connections(settings, raise_fd_limit())
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -22,6 +25,13 @@ def main() -> None:
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,  # SIGTERM: finish in-flight requests
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
+        # Connection hygiene (service/connections.py): h11 with header/body deadlines and a connection cap that
+        # answers 503 itself; uvicorn's own limit_concurrency is not used (it counts idle connections as requests
+        # and answers in plain text).
+        http=GuardedH11Protocol.configure(settings, max_connections),
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]  # uvicorn's hint says int
+        h11_max_incomplete_event_size=16 * 1024,  # request line + headers (h11's default, stated)
+        loop="service.connections:GuardedEventLoop",  # accept() bursts bounded; no EMFILE traceback storm
     )
 
 

@@ -66,7 +66,25 @@ class Settings(BaseSettings):
         description="when set, every route but /health, /ready, /metrics and the docs needs "
         "`Authorization: Bearer <key>` or `X-API-Key: <key>`",
     )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="keys for the /admin/ routes (`X-Admin-Key: <key>`); API keys do not open them, and with none "
+        "set they answer 403",
+    )
     max_request_bytes: int = Field(1_048_576, ge=1, description="largest request body; larger bodies get 413")
+    # Connection hygiene (service/connections.py): deadlines for slow or stalled clients and a connection cap.
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="request line and headers must arrive within this long, else 408 and close"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="a request body must arrive within this long after its headers, else 408"
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="an idle keep-alive connection is closed after this long"
+    )
+    max_connections: int = Field(
+        2048, ge=1, description="open connections; more are answered 503 with Retry-After at once and closed"
+    )
     graceful_shutdown_seconds: int = Field(
         20, ge=0, description="after SIGTERM, how long in-flight requests may take before the server stops"
     )
@@ -76,7 +94,7 @@ class Settings(BaseSettings):
         "private load balancer)",
     )
 
-    @field_validator("cors_origins", "api_keys", mode="before")
+    @field_validator("cors_origins", "api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         # Environment values: a JSON list, or comma-separated ("a,b"); blank items are dropped.

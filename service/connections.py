@@ -1,0 +1,308 @@
+"""Connection hygiene for uvicorn's HTTP/1.1 server: read deadlines, a connection cap and a quiet log.
+
+uvicorn 0.54 (h11) times out only an *idle keep-alive* connection (`timeout_keep_alive`, armed after a response).
+A connection that never sends its headers, or sends a body shorter than its Content-Length, is held forever, and
+asyncio logs one traceback per failed accept() once the process runs out of file descriptors (up to `backlog` of
+them per loop tick). `GuardedH11Protocol` adds what is missing:
+
+* a header deadline: the request line and headers must arrive within `header_timeout_s` of the connection being
+  made (or of the previous response): else `408` (if some bytes came) and the connection is closed;
+* a body deadline: the whole body must arrive within `body_timeout_s` after the headers: else `408`, the app's
+  `receive()` gets `http.disconnect`, and the connection is closed;
+* a connection cap: past `max_connections` open connections, a new one is answered `503` with `Retry-After` at once
+  and closed (before it can hold a file descriptor for long);
+
+and `install_log_guards` turns the per-event warnings that a flood produces (accept() out of file descriptors,
+invalid requests, the deadlines above) into one line per kind every 10 s, with the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import time
+from typing import Any
+
+import h11
+from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+
+from .config import Settings
+
+log = logging.getLogger("service.connections")
+
+FD_RESERVE = 64  # descriptors kept for model files, the log, Redis and the listening socket
+ACCEPT_BURST = 16  # connections accepted per event-loop tick, before any of them is seen by the protocol
+ACCEPT_IN_FLIGHT = 4 * ACCEPT_BURST  # a socket reaches connection_made (and its refusal closes) ~3 ticks later
+REFUSE_LINGER_MAX = 64  # refused connections kept open (up to 1 s) so that the client reads its 503
+
+
+class RateLimitedLog:
+    """At most one line per `every` seconds for one kind of event; the lines in between are counted."""
+
+    def __init__(self, logger: logging.Logger, message: str, every: float = 10.0) -> None:
+        self.logger = logger
+        self.message = message
+        self.every = every
+        self.last = -float("inf")
+        self.suppressed = 0
+
+    def __call__(self, level: int = logging.WARNING) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            self.suppressed += 1
+            return
+        more = f" (and {self.suppressed} more in the last {now - self.last:.0f} s)" if self.suppressed else ""
+        self.suppressed = 0
+        self.last = now
+        self.logger.log(level, "%s%s", self.message, more)
+
+
+class _FloodFilter(logging.Filter):
+    """Drop repeats (and tracebacks) of the given messages: one line per `every` seconds with the count."""
+
+    def __init__(self, prefixes: tuple[str, ...], every: float = 10.0) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        prefix = next((p for p in self.prefixes if text.startswith(p)), None)
+        if prefix is None:
+            return True
+        now = time.monotonic()
+        if now - self.last.get(prefix, -float("inf")) < self.every:
+            self.suppressed[prefix] = self.suppressed.get(prefix, 0) + 1
+            return False
+        count = self.suppressed.pop(prefix, 0)
+        self.last[prefix] = now
+        # The traceback of an out-of-descriptors accept() says nothing new; keep the line short.
+        record.exc_info = None
+        record.exc_text = None
+        if count:
+            record.msg = f"{text} (and {count} more in the last {self.every:.0f} s or longer)"
+        return True
+
+
+def install_log_guards() -> None:
+    """Rate-limit the messages a connection flood repeats (asyncio's accept() failures, uvicorn's bad requests)."""
+    logging.getLogger("asyncio").addFilter(_FloodFilter(("socket.accept() out of system resource",)))
+    logging.getLogger("uvicorn.error").addFilter(
+        _FloodFilter(("Invalid HTTP request received.", "Exceeded concurrency limit.", "Unsupported upgrade request."))
+    )
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-file limit to the hard one (a container often starts low); return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # pragma: no cover - platform refuses; keep the soft limit
+            pass
+    return soft
+
+
+def effective_max_connections(settings: Settings, fd_limit: int) -> int:
+    """The configured cap, lowered to fit the open-file limit (so that the cap, not EMFILE, refuses first).
+
+    Besides the open connections, a burst of accepted sockets not yet seen by the protocol and the refused ones
+    still lingering need descriptors too."""
+    cap = settings.max_connections
+    room = max(1, fd_limit - FD_RESERVE - ACCEPT_IN_FLIGHT - REFUSE_LINGER_MAX)
+    if cap > room:
+        log.warning("CELLSTATE_MAX_CONNECTIONS=%d does not fit the open-file limit %d; using %d", cap, fd_limit, room)
+        return room
+    return cap
+
+
+class GuardedEventLoop(asyncio.SelectorEventLoop):
+    """asyncio's selector loop with two accept() defects of CPython 3.11 worked around.
+
+    On EMFILE, `_accept_connection` logs, schedules a retry of `_start_serving` and goes on calling accept() up to
+    `backlog` (2048) times in the same tick: thousands of tracebacks and of pending retries per second, and each
+    retry raises `ValueError` once the listening socket is closed. Here a tick accepts at most ACCEPT_BURST
+    sockets, and a retry for a closed socket does nothing. (uvicorn takes this class as its loop factory.)
+    """
+
+    def _accept_connection(  # type: ignore[no-untyped-def]
+        self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *rest
+    ) -> None:
+        super()._accept_connection(  # type: ignore[misc]
+            protocol_factory, sock, sslcontext, server, min(backlog, ACCEPT_BURST), *rest
+        )
+
+    def _start_serving(self, protocol_factory, sock, *rest) -> None:  # type: ignore[no-untyped-def]
+        if sock.fileno() == -1:  # the server has closed since this retry was scheduled
+            return
+        super()._start_serving(protocol_factory, sock, *rest)  # type: ignore[misc]
+
+
+def _raw_response(status: int, reason: str, error: str, message: str, extra: dict[str, str] | None = None) -> bytes:
+    body = json.dumps({"error": error, "message": message, "request_id": None}).encode()
+    headers = {
+        "content-type": "application/json",
+        "content-length": str(len(body)),
+        "connection": "close",
+        **(extra or {}),
+    }
+    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    return head.encode("latin-1") + body
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with header/body deadlines and a connection cap (configured by `configure`)."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 2048
+    refuse_linger_s: float = 1.0
+
+    _log_header = RateLimitedLog(log, "closed connections whose request headers did not arrive in time")
+    _log_body = RateLimitedLog(log, "closed connections whose request body did not arrive in time")
+    _log_refused = RateLimitedLog(log, "refused connections over the connection cap (CELLSTATE_MAX_CONNECTIONS)")
+
+    @classmethod
+    def configure(cls, settings: Settings, max_connections: int) -> type[GuardedH11Protocol]:
+        """A subclass bound to these settings (uvicorn instantiates the protocol class once per connection)."""
+        attrs: dict[str, Any] = {
+            "header_timeout_s": settings.header_timeout_s,
+            "body_timeout_s": settings.body_timeout_s,
+            "max_connections": max_connections,
+        }
+        return type("ConfiguredGuardedH11Protocol", (cls,), attrs)
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._refusing = False
+        self._counted = False
+
+    # ---- connection cap ----
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        over_cap = len(self.connections) >= self.max_connections
+        super().connection_made(transport)
+        if over_cap:
+            self._refuse()
+            return
+        self._arm_header_timer()
+
+    _lingering = 0  # refused connections still open, in this process
+
+    def _refuse(self) -> None:
+        """503 at once; close when the request has been read (so that no RST eats the answer) or after a second.
+
+        Past REFUSE_LINGER_MAX such connections, close at once: the descriptors matter more than the answer."""
+        self._refusing = True
+        self._log_refused()
+        message = f"the server has {self.max_connections} open connections, its limit; retry shortly"
+        self.transport.write(_raw_response(503, "Service Unavailable", "unavailable", message, {"retry-after": "1"}))
+        if GuardedH11Protocol._lingering >= REFUSE_LINGER_MAX:
+            self._close()
+            return
+        GuardedH11Protocol._lingering += 1
+        self._counted = True
+        self.loop.call_later(self.refuse_linger_s, self._close)
+
+    def _close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusing:
+            self._close()  # the request is read now: closing sends FIN, not RST
+            return
+        super().data_received(data)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        if self._refusing:
+            self._close()
+        return super().eof_received()
+
+    # ---- deadlines ----
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_expired)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def handle_events(self) -> None:
+        before = self.cycle
+        super().handle_events()
+        if self.cycle is not before and self.cycle is not None:
+            # A new request's headers are in: the header deadline is met; the body's starts.
+            self._cancel_header_timer()
+            self._cancel_body_timer()
+            if self.conn.their_state is h11.SEND_BODY:
+                self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_expired)
+        if self._body_timer is not None and self.conn.their_state is not h11.SEND_BODY:
+            self._cancel_body_timer()
+
+    def on_response_complete(self) -> None:
+        # Before super(): it may start a pipelined request at once, whose headers are then already in.
+        self._cancel_body_timer()
+        if not self.transport.is_closing():
+            self._arm_header_timer()
+        super().on_response_complete()
+
+    def _header_expired(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a request is being served (its headers arrived): not ours to cut
+        partial, _ = self.conn.trailing_data
+        if partial and self.conn.our_state is h11.IDLE:
+            self._log_header()
+            message = (
+                f"the request headers did not arrive within {self.header_timeout_s:g} s (CELLSTATE_HEADER_TIMEOUT_S)"
+            )
+            self.transport.write(_raw_response(408, "Request Timeout", "request_timeout", message))
+        self._close()
+
+    def _body_expired(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if self.transport.is_closing() or cycle is None or self.conn.their_state is not h11.SEND_BODY:
+            return
+        if cycle.response_started:
+            return  # the app answered without waiting for the body; the header deadline covers the rest
+        self._log_body()
+        message = f"the request body did not arrive within {self.body_timeout_s:g} s (CELLSTATE_BODY_TIMEOUT_S)"
+        self.transport.write(_raw_response(408, "Request Timeout", "request_timeout", message))
+        # The app is waiting in receive(): it gets http.disconnect, and whatever it sends afterwards is dropped.
+        cycle.response_started = cycle.response_complete = True
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self._close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            GuardedH11Protocol._lingering -= 1
+            self._counted = False
+        self._cancel_header_timer()
+        self._cancel_body_timer()
+        super().connection_lost(exc)

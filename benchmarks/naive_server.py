@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from service.manifest import read_manifest
 from service.registry import discover
 from service.tokenizer import Vocab, detokenize, tokenize
-from training.models import WordLM, WordLMConfig
+from training.wordlm.model import WordLM, WordLMConfig
 
 
 def create_naive_app(models_dir: Path, threads: int) -> FastAPI:

@@ -38,12 +38,14 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
     """models/wordlm/1 holding a tiny word LM trained for a few seconds on the tiny corpus."""
     from tests.torch_threads import one_torch_thread
-    from training import wordlm
     from training.data.text import load_corpus
+    from training.wordlm.config import TrainConfig
+    from training.wordlm.export import export
+    from training.wordlm.train import train
 
     root = tmp_path_factory.mktemp("models")
     corpus = load_corpus(tiny_corpus)
-    cfg = wordlm.TrainConfig(
+    cfg = TrainConfig(
         epochs=3,
         batch_size=4,
         bptt=12,
@@ -53,8 +55,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> P
     )
     checkpoint = root.parent / "wordlm.pt"
     with one_torch_thread():
-        wordlm.train(corpus, cfg, checkpoint)
-        wordlm.export(checkpoint, root, corpus, curve=False)
+        train(corpus, cfg, checkpoint)
+        export(checkpoint, root, corpus, curve=False)
     return root
 
 

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from service.manifest import GraphSpec
-from training.export import ParityError, export_onnx, graph_spec, ort_session
-from training.models import WordLM
+from training.kit.export import ParityError, export_onnx, graph_spec, ort_session
+from training.wordlm.model import WordLM
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,8 @@ from training.baselines_forecast import (
     smape,
 )
 from training.data.series import Series, SeriesSet, load_series, synthetic_series
-from training.export import DataSpec, check_parity, export_onnx, graph_spec, publish_version
+from training.kit.export import DataSpec, check_parity, export_onnx, graph_spec
+from training.kit.export import publish_built as publish_version
 from training.models import ForecastEnsemble, ForecasterConfig, QuantileLSTM
 
 log = logging.getLogger("training.forecast")

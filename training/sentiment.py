@@ -57,7 +57,7 @@ from training.data.sentiment import (
     load_sentiment_data,
     load_unlabelled_snippets,
 )
-from training.export import (
+from training.kit.export import (
     DataSpec,
     ParityError,
     TokenizerSpec,
@@ -65,7 +65,7 @@ from training.export import (
     export_onnx,
     graph_spec,
     ort_session,
-    publish_version,
+    publish_built,
 )
 from training.models import BiLanguageModel, BiLSTMClassifier, SentimentConfig, SentimentProbs
 
@@ -775,7 +775,7 @@ def export(
             "metrics": {"model": model_metrics, "baselines": baseline_metrics},
         }
 
-    return publish_version(models_dir, FAMILY, build, version)
+    return publish_built(models_dir, FAMILY, build, version)
 
 
 # ---- experiments (validation only) ---------------------------------------------------------------------------------

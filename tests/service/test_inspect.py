@@ -26,9 +26,9 @@ def inspect(client: TestClient, **body: Any) -> dict[str, Any]:
 
 
 def checkpoint(models_dir: Path) -> Any:
-    from training.wordlm import load_checkpoint
+    from training.wordlm.train import load_trained
 
-    model, vocab, _ = load_checkpoint(models_dir.parent / "wordlm.pt")  # where the fixture trained it
+    model, vocab, _ = load_trained(models_dir.parent / "wordlm.pt")  # where the fixture trained it
     return model, vocab
 
 

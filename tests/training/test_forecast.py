@@ -27,7 +27,7 @@ from training.data.series import (
     seasonal_trend,
     synthetic_series,
 )
-from training.export import ParityError
+from training.kit.export import ParityError
 from training.models import ForecastEnsemble
 
 

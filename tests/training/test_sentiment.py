@@ -23,7 +23,7 @@ from training.data.sentiment import (
     read_ground_truth,
     stratified_split,
 )
-from training.export import ParityError, ort_session
+from training.kit.export import ParityError, ort_session
 from training.models import BiLanguageModel, BiLSTMClassifier, SentimentConfig, reverse_padded
 
 

@@ -15,9 +15,9 @@ from service.manifest import read_manifest, verify_files
 from service.tokenizer import Vocab
 from training import visualize
 from training.activations import GRAPH_FILE, WordLMActivationStep, export_activations
-from training.export import ParityError
-from training.models import WordLM, WordLMConfig
-from training.wordlm import load_checkpoint
+from training.kit.export import ParityError
+from training.wordlm.model import WordLM, WordLMConfig
+from training.wordlm.train import load_trained
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -35,7 +35,7 @@ def test_exported_version_has_the_activations_graph_and_embeddings(models_dir: P
         ("hidden", [2, "batch", 24]), ("cell", [2, "batch", 24]), ("gates", [2, "batch", 4, 24])
     ]  # fmt: skip
     assert manifest.metrics["model"]["activations_parity_max_abs_diff"] <= 1e-5
-    model, _, _ = load_checkpoint(models_dir.parent / "wordlm.pt")
+    model, _, _ = load_trained(models_dir.parent / "wordlm.pt")
     embeddings = np.load(version_dir / manifest.config["embeddings_file"], allow_pickle=False)
     assert embeddings.dtype == np.float32
     np.testing.assert_array_equal(embeddings, model.embed.weight.detach().numpy())
@@ -54,7 +54,7 @@ def test_batched_walk_equals_walking_each_text_alone(models_dir: Path) -> None:
 
 
 def test_a_graph_that_disagrees_with_the_model_writes_nothing(models_dir: Path, tmp_path: Path) -> None:
-    model, _, _ = load_checkpoint(models_dir.parent / "wordlm.pt")
+    model, _, _ = load_trained(models_dir.parent / "wordlm.pt")
     wrong = WordLMActivationStep(model)
     with torch.no_grad():
         wrong.bias[1][3] += 1e-3  # one gate of one neuron of layer 1, slightly off

@@ -2,7 +2,8 @@
 
 Recipe (see shared DESIGN): `torch.onnx.export(dynamo=False, opset_version=17)` with named inputs/outputs and
 dynamic batch/seq axes gives native ONNX `LSTM` ops with correct dynamic shapes. Every export is checked against
-PyTorch before anything is written; a version directory appears atomically (rename) or not at all.
+PyTorch before anything is written; a version directory appears atomically (rename) or not at all
+(`publish_version`). Weights can be stored as float16 and computed in float32 (`store_weights_as_fp16`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from service.manifest import (
@@ -76,7 +80,7 @@ def graph_spec(path: Path) -> GraphSpec:
     def spec(value: onnx.ValueInfoProto) -> TensorSpec:
         t = value.type.tensor_type
         dims: list[str | int] = [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim]
-        return TensorSpec(name=value.name, dtype=_DTYPES[t.elem_type], dims=dims)  # type: ignore[arg-type]
+        return TensorSpec(name=value.name, dtype=_DTYPES[t.elem_type], dims=dims)  # type: ignore[arg-type,index]
 
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     return GraphSpec(
@@ -119,13 +123,30 @@ def check_parity(module: nn.Module, path: Path, cases: Iterable[dict[str, np.nda
     return worst
 
 
-def publish_version(
-    models_dir: Path, family: str, build: Callable[[Path], dict[str, Any]], version: int | None = None
-) -> Path:
-    """Build a version in a staging directory, then rename it into `models/<family>/<version>/`.
+@dataclass
+class StagedVersion:
+    """A model version being built: write its files into `path`, then `describe(...)` its manifest."""
 
-    `build(staging_dir)` writes the artifacts and returns the manifest fields other than family, version,
-    created_at and files (which are filled in here from what is on disk). If it raises, nothing is published.
+    path: Path  # the staging directory (hidden, inside the family directory)
+    version: int
+    target: Path  # where it appears when the block ends without an exception
+    fields: dict[str, Any] | None = None
+
+    def describe(self, **fields: Any) -> None:
+        """The manifest fields other than family, version, created_at and files (filled in from what is on disk)."""
+        self.fields = fields
+
+
+@contextmanager
+def publish_version(models_dir: Path, family: str, version: int | None = None) -> Iterator[StagedVersion]:
+    """Build a version in a staging directory; when the block ends, rename it into `models/<family>/<version>/`.
+
+        with publish_version(models_dir, "wordlm") as staged:
+            ...write files into staged.path, check them...
+            staged.describe(name=..., graphs=..., metrics=...)
+        return staged.target
+
+    If the block raises (a failed parity check, say) or never describes the version, nothing is published.
     """
     family_dir = models_dir / family
     family_dir.mkdir(parents=True, exist_ok=True)
@@ -134,10 +155,13 @@ def publish_version(
     if target.exists():
         raise FileExistsError(f"{target} exists; versions are immutable")
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=family_dir))
+    staged = StagedVersion(path=staging, version=version, target=target)
     try:
-        fields = build(staging)
+        yield staged
+        if staged.fields is None:
+            raise RuntimeError(f"{family} version {version}: the block wrote files but never described them")
         files = {p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        manifest = Manifest(family=family, version=version, created_at=utc_now(), files=files, **fields)
+        manifest = Manifest(family=family, version=version, created_at=utc_now(), files=files, **staged.fields)
         write_manifest(staging, manifest)
         staging.chmod(0o755)  # mkdtemp makes it private
         staging.rename(target)
@@ -145,16 +169,69 @@ def publish_version(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log.info("published %s", target)
-    return target
+
+
+def publish_built(
+    models_dir: Path, family: str, build: Callable[[Path], dict[str, Any]], version: int | None = None
+) -> Path:
+    """`publish_version` for a `build(staging_dir) -> manifest fields` callback (code not yet on the block form)."""
+    with publish_version(models_dir, family, version) as staged:
+        staged.describe(**build(staged.path))
+    return staged.target
+
+
+# ---- float16 weight storage ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def round_weights_to_fp16(module: nn.Module) -> None:
+    """Make every parameter exactly representable in float16 (so fp16 storage loses nothing more)."""
+    for p in module.parameters():
+        p.copy_(p.half().float())
+
+
+def store_weights_as_fp16(path: Path, min_elements: int = 64) -> None:
+    """Rewrite the graph's float32 weights as float16 initializers, each read through a Cast back to float32.
+
+    Halves the file; the computation stays float32 (onnxruntime folds the Casts into float32 constants when it loads
+    the graph). The weights must already be float16-representable (`round_weights_to_fp16`), so the result is
+    bit-identical to the float32 graph.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers, casts = [], []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            initializers.append(init)
+            continue
+        weights = numpy_helper.to_array(init)
+        half = weights.astype(np.float16)
+        assert np.array_equal(half.astype(np.float32), weights), f"{init.name} is not float16-representable"
+        initializers.append(numpy_helper.from_array(half, f"{init.name}.fp16"))
+        casts.append(
+            onnx.helper.make_node(
+                "Cast", [f"{init.name}.fp16"], [init.name], to=onnx.TensorProto.FLOAT, name=f"{init.name}.cast"
+            )
+        )
+    nodes = list(graph.node)
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    del graph.node[:]
+    graph.node.extend([*casts, *nodes])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 __all__ = [
     "DataSpec",
     "GraphSpec",
     "ParityError",
+    "StagedVersion",
     "TokenizerSpec",
     "check_parity",
     "export_onnx",
     "graph_spec",
+    "ort_session",
+    "publish_built",
     "publish_version",
+    "round_weights_to_fp16",
+    "store_weights_as_fp16",
 ]

@@ -1,0 +1,55 @@
+"""Word LM export: the published version, its step contract, and nothing published when a check fails."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.manifest import read_manifest, verify_files
+from training.data.text import load_corpus
+from training.kit.export import ParityError
+from training.wordlm import export
+
+
+def test_exported_version_is_complete_and_verified(models_dir: Path) -> None:
+    version_dir = models_dir / "wordlm" / "1"
+    manifest = read_manifest(version_dir)
+    assert verify_files(version_dir, manifest) == []
+    assert set(manifest.files) == {"model.onnx", "vocab.json", "activations.onnx", "embeddings.npy"}
+    step = manifest.graphs["step"]
+    assert [t.name for t in step.inputs] == ["tokens", "h0", "c0"]
+    assert [t.name for t in step.outputs] == ["logits", "hn", "cn"]
+    assert step.inputs[0].dims == ["batch", "seq"]
+    model, baseline = manifest.metrics["model"], manifest.metrics["baselines"]["kneser_ney_3gram"]
+    assert model["onnx_parity_max_abs_diff"] <= 1e-4
+    assert math.isfinite(model["test_perplexity"]) and math.isfinite(baseline["test_perplexity"])
+    assert manifest.training["seed"] == 1111 and manifest.data.sha256
+
+
+def test_greedy_prefill_then_steps_equals_one_full_sequence_pass(models_dir: Path) -> None:
+    version_dir = models_dir / "wordlm" / "1"
+    session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    manifest = read_manifest(version_dir)
+    layers, hidden = manifest.config["layers"], manifest.config["hidden"]
+    tokens = np.array([[5, 9, 2, 7, 3, 3, 11, 4]], dtype=np.int64)
+    zeros = np.zeros((layers, 1, hidden), dtype=np.float32)
+    full, _, _ = session.run(None, {"tokens": tokens, "h0": zeros, "c0": zeros})
+    # prefill the first 3 tokens, then one token per call carrying (h, c)
+    logits, h, c = session.run(None, {"tokens": tokens[:, :3], "h0": zeros, "c0": zeros})
+    stepped = [logits[0, i] for i in range(3)]
+    for t in range(3, tokens.shape[1]):
+        logits, h, c = session.run(None, {"tokens": tokens[:, t : t + 1], "h0": h, "c0": c})
+        stepped.append(logits[0, 0])
+    np.testing.assert_allclose(np.stack(stepped), full[0], atol=1e-5)
+
+
+def test_export_writes_nothing_when_parity_fails(
+    models_dir: Path, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "PARITY_ATOL", -1.0)  # no difference can pass
+    out = tmp_path / "models"
+    with pytest.raises(ParityError):
+        export.export(models_dir.parent / "wordlm.pt", out, load_corpus(tiny_corpus), curve=False)
+    assert list((out / "wordlm").iterdir()) == []

@@ -1,0 +1,46 @@
+"""Perplexity of the word LM over a split, and of the Kneser-Ney baseline it is compared with."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from service.tokenizer import Vocab
+from training.baselines import KneserNeyLM
+from training.data.text import Corpus
+from training.wordlm.data import get_batch
+from training.wordlm.model import WordLM
+
+log = logging.getLogger(__name__)
+
+
+def perplexity(model: WordLM, source: Tensor, bptt: int = 70) -> float:
+    """Perplexity over a batchified split, carrying the state through it."""
+    model.eval()
+    state = model.init_state(source.size(1))
+    total_nll, total_tokens = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, source.size(0) - 1, bptt):
+            inputs, targets = get_batch(source, i, bptt)
+            logits, state = model(inputs, state)
+            total_nll += F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
+            ).item()
+            total_tokens += targets.numel()
+    return math.exp(total_nll / max(total_tokens, 1))
+
+
+def kneser_ney_baseline(corpus: Corpus, vocab: Vocab, order: int) -> dict[str, float]:
+    """Valid and test perplexity of an interpolated modified Kneser-Ney model fitted on the train split."""
+    log.info("baseline: interpolated modified Kneser-Ney %d-gram", order)
+    kn = KneserNeyLM(order, len(vocab)).fit(vocab.encode(corpus.train))
+    baseline = {
+        "valid_perplexity": kn.perplexity(vocab.encode(corpus.valid)),
+        "test_perplexity": kn.perplexity(vocab.encode(corpus.test)),
+    }
+    log.info("baseline: valid ppl %.2f | test ppl %.2f", baseline["valid_perplexity"], baseline["test_perplexity"])
+    return baseline

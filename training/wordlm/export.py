@@ -1,0 +1,116 @@
+"""Export a trained word LM as a model version: the ONNX step model (parity-checked), the activations graph for
+POST /inspect, the vocabulary, the Kneser-Ney baseline's perplexity and the training curve."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.tokenizer import EOS, UNK
+from training.activations import export_activations
+from training.data.text import Corpus
+from training.kit.export import DataSpec, TokenizerSpec, check_parity, export_onnx, graph_spec, publish_version
+from training.kit.plots import curve_figure
+from training.wordlm.evaluate import kneser_ney_baseline
+from training.wordlm.model import WordLMConfig, WordLMStep
+from training.wordlm.train import FAMILY, load_trained
+
+log = logging.getLogger(__name__)
+
+PARITY_ATOL = 1e-4
+INPUTS = ["tokens", "h0", "c0"]
+OUTPUTS = ["logits", "hn", "cn"]
+DYNAMIC_AXES = {
+    "tokens": {0: "batch", 1: "seq"},
+    "h0": {1: "batch"},
+    "c0": {1: "batch"},
+    "logits": {0: "batch", 1: "seq"},
+    "hn": {1: "batch"},
+    "cn": {1: "batch"},
+}
+
+
+def parity_cases(cfg: WordLMConfig, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Batch 1 and 8, sequence 1 and 37, with non-zero incoming state."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for batch in (1, 8):
+        for seq in (1, 37):
+            cases.append(
+                {
+                    "tokens": rng.integers(0, cfg.vocab_size, size=(batch, seq), dtype=np.int64),
+                    "h0": rng.standard_normal((cfg.layers, batch, cfg.hidden)).astype(np.float32) * 0.5,
+                    "c0": rng.standard_normal((cfg.layers, batch, cfg.hidden)).astype(np.float32) * 0.5,
+                }
+            )
+    return cases
+
+
+def save_training_curve(history: list[dict[str, Any]], path: Path, baseline_valid: float | None) -> None:
+    epochs = [h["epoch"] for h in history]
+    with curve_figure(path, "word LM training", "epoch", "perplexity") as ax:
+        ax.plot(epochs, [h["train_perplexity"] for h in history], label="train (with dropout)")
+        ax.plot(epochs, [h["valid_perplexity"] for h in history], label="valid")
+        if baseline_valid is not None:
+            ax.axhline(baseline_valid, color="grey", linestyle="--", label="Kneser-Ney 5-gram (valid)")
+        ax.set_yscale("log")
+
+
+def export(checkpoint: Path, models_dir: Path, corpus: Corpus, version: int | None = None, curve: bool = True) -> Path:
+    """Export the checkpoint's model to ONNX, check parity, measure the baseline, publish the version."""
+    model, vocab, ckpt = load_trained(checkpoint)
+    provenance = ckpt.extra["corpus"]
+    if corpus.sha256 != provenance["sha256"]:
+        raise ValueError("the corpus differs from the one this checkpoint was trained on")
+    train_cfg = ckpt.train_config
+    cfg = model.config
+    step = WordLMStep(model)
+    baseline = kneser_ney_baseline(corpus, vocab, train_cfg["kn_order"])
+
+    with publish_version(models_dir, FAMILY, version) as staged:
+        onnx_path = staged.path / "model.onnx"
+        example = tuple(torch.from_numpy(v) for v in parity_cases(cfg)[1].values())
+        export_onnx(step, example, onnx_path, INPUTS, OUTPUTS, DYNAMIC_AXES)
+        max_diff = check_parity(step, onnx_path, parity_cases(cfg), PARITY_ATOL)
+        activations = export_activations(model, staged.path)  # activations.onnx + embeddings.npy, for POST /inspect
+        vocab.save(staged.path / "vocab.json")
+        if curve:
+            save_training_curve(ckpt.history, staged.path / "training_curve.png", baseline["valid_perplexity"])
+        staged.describe(
+            name=f"wordlm-{cfg.layers}x{cfg.hidden}",
+            description="Word-level LSTM language model (step model: prefill a prompt, then one call per token).",
+            graphs={"step": graph_spec(onnx_path), "activations": activations.graph},
+            tokenizer=TokenizerSpec(vocab_file="vocab.json", vocab_size=len(vocab), min_count=train_cfg["min_count"]),
+            config={
+                **cfg.to_dict(),
+                "eos_token": EOS,
+                "unk_token": UNK,
+                "embeddings_file": activations.embeddings_file,
+            },
+            data=DataSpec(
+                source=provenance["source"],
+                sha256=provenance["sha256"],
+                splits={**provenance["sizes"], "method": "each book cut 80/10/10 in order"},
+            ),
+            training={
+                **train_cfg,
+                "parameters": ckpt.extra["parameters"],
+                "minutes": round(ckpt.extra["minutes"], 2),
+                "epochs_run": len(ckpt.history),
+                "history": ckpt.history,
+                "command": "python -m training.wordlm all",
+            },
+            metrics={
+                "model": {
+                    **ckpt.extra["metrics"],
+                    "onnx_parity_max_abs_diff": max_diff,
+                    "activations_parity_max_abs_diff": activations.max_abs_diff,
+                },
+                "baselines": {f"kneser_ney_{train_cfg['kn_order']}gram": baseline},
+            },
+        )
+    return staged.target

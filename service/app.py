@@ -13,10 +13,11 @@ from . import __version__
 from .api_docs import install_docs, operation_id
 from .config import Settings
 from .errors import install_error_handlers
+from .families.base import Family
+from .families.registry import FAMILIES, by_name
 from .observability import install_observability
 from .registry import load_registry
-from .routes import forecast, health, models, sentiment, sessions, wordlm
-from .routes import inspect as inspect_routes
+from .routes import health, models, playground, sessions
 from .runtime import Runtime
 from .security import install_security
 
@@ -25,13 +26,13 @@ log = logging.getLogger("service")
 REQUEST_ID_HEADER = "X-Request-ID"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, families: tuple[Family, ...] = FAMILIES) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = load_registry(settings)
-        runtime = Runtime.start(settings, registry)
+        runtime = Runtime.start(settings, registry, by_name(families))
         app.state.registry = registry
         app.state.runtime = runtime
         app.state.engines = runtime.current
@@ -65,12 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     install_error_handlers(app)
-    install_docs(app)
+    install_docs(app, [model for family in families for model in family.stream_models])
     app.include_router(health.router)
-    app.include_router(wordlm.router)
-    app.include_router(sentiment.router)
-    app.include_router(forecast.router)
+    for family in families:
+        app.include_router(family.router)
     app.include_router(sessions.router)
     app.include_router(models.router)
-    app.include_router(inspect_routes.router)
+    app.include_router(playground.router)  # GET / (the playground page) and its static files
     return app

@@ -21,24 +21,41 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .families.wordlm.engine import Generation, State, WordLMEngine
-from .sampling import sample_rows
+from .errors import Overloaded
+from .families.base import State, StepEngine
+from .sampling import Sampler, sample_rows
 
 log = logging.getLogger(__name__)
 
 
-class QueueFullError(Exception):
-    """More requests are waiting than the configured queue allows; the caller answers 503."""
+class QueueFullError(Overloaded):
+    """More requests (or items) are waiting than the configured queue allows: 503 with Retry-After."""
+
+
+class Decoding(Protocol):
+    """One sequence being decoded, as the step loop sees it (the word LM's `Generation` is one)."""
+
+    sampler: Sampler
+    last_id: int
+    finish_reason: str | None
+    completion_tokens: int
+
+    def advance(self, logits: np.ndarray) -> str: ...
+
+    def mask(self, logits: np.ndarray) -> None: ...
+
+    def accept(self, token_id: int) -> str: ...
 
 
 @dataclass(eq=False)
 class GenerationJob:
-    generation: Generation
+    generation: Decoding
     feed_ids: list[int]  # tokens to read before sampling: the prompt (after a session's pending token)
     state: State | None = None  # incoming (h, c), each (layers, 1, hidden); None = zeros
     on_piece: Callable[[str], object] | None = None  # streaming: called from the decoding thread
@@ -47,12 +64,13 @@ class GenerationJob:
     final_state: State | None = None  # state after the last token fed (the last sampled token is not fed)
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    request_id: str | None = None  # for log lines written by the decoding thread
 
 
 class DecodeBatch:
     """The sequences being decoded together, with their stacked LSTM state."""
 
-    def __init__(self, engine: WordLMEngine) -> None:
+    def __init__(self, engine: StepEngine) -> None:
         self.engine = engine
         self.jobs: list[GenerationJob] = []
         self.h: np.ndarray | None = None  # (layers, B, hidden)
@@ -71,7 +89,7 @@ class DecodeBatch:
             logits, (h, c) = self.engine.prefill(job.feed_ids, job.state)
             self._emit(job, job.generation.advance(logits))
         except Exception as exc:  # a broken request must not take the batch down
-            log.exception("prefill failed")
+            log.exception("prefill failed (request %s)", job.request_id)
             job.error = exc
             self._finish(job, None)
             return
@@ -133,7 +151,7 @@ class DecodeBatch:
             job.on_done(job)
 
 
-def run_alone(engine: WordLMEngine, job: GenerationJob) -> GenerationJob:
+def run_alone(engine: StepEngine, job: GenerationJob) -> GenerationJob:
     """Decode one sequence in the calling thread (batching disabled)."""
     batch = DecodeBatch(engine)
     batch.admit(job)
@@ -147,7 +165,7 @@ class GenerationBatcher:
 
     def __init__(
         self,
-        engine: WordLMEngine,
+        engine: StepEngine,
         max_batch: int,
         max_queue: int,
         on_step: Callable[[int, int], None] | None = None,
@@ -166,7 +184,7 @@ class GenerationBatcher:
 
     def submit(self, job: GenerationJob) -> None:
         if self._queue.qsize() >= self.max_queue:
-            raise QueueFullError(f"{self._queue.qsize()} generation requests are already waiting")
+            raise QueueFullError(f"{self._queue.qsize()} generation requests are already waiting; retry shortly")
         self._queue.put(job)
 
     @property
@@ -195,7 +213,8 @@ class GenerationBatcher:
             try:
                 batch.step()
             except Exception as exc:
-                log.exception("decode step failed; failing the %d sequences in the batch", len(batch))
+                log.exception("decode step failed; failing the %d sequences in the batch (requests %s)", len(batch),
+                              [job.request_id for job in batch.jobs])  # fmt: skip
                 batch.fail_all(exc)
             self.active = len(batch)
             if self.on_step is not None:
@@ -209,43 +228,61 @@ Out = TypeVar("Out")
 @dataclass(eq=False)
 class _Pending(Generic[In, Out]):
     items: list[In]
-    done: threading.Event = field(default_factory=threading.Event)
-    results: list[Out] | None = None
-    error: BaseException | None = None
+    future: Future[list[Out]] = field(default_factory=Future)
 
 
 class MicroBatcher(Generic[In, Out]):
     """Runs `fn(items)` for several requests at once: a request waits at most `max_wait` seconds for company.
 
-    `fn` takes a flat list of items (from all requests, in order) and returns one result per item.
+    `fn` takes a flat list of items (from all requests, in order) and returns one result per item. At most
+    `max_queue_items` items wait (not counting the call running now); more are refused with `QueueFullError`,
+    so a flood is answered 503 at once instead of waiting tens of seconds.
     """
 
-    def __init__(self, name: str, fn: Callable[[list[In]], list[Out]], max_items: int, max_wait: float) -> None:
+    def __init__(self, name: str, fn: Callable[[list[In]], list[Out]], max_items: int, max_wait: float,
+                 max_queue_items: int = 1_000_000) -> None:  # fmt: skip
         self.fn = fn
         self.max_items = max_items
         self.max_wait = max_wait
+        self.max_queue_items = max_queue_items
+        self._waiting = 0  # items queued, not yet taken by the loop
+        self._lock = threading.Lock()
         self._queue: queue.Queue[_Pending[In, Out] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=f"microbatch-{name}", daemon=True)
         self._thread.start()
 
+    @property
+    def waiting_items(self) -> int:
+        return self._waiting
+
+    def submit(self, items: list[In]) -> Future[list[Out]]:
+        """Queue the items; the future holds one result per item. Raises QueueFullError when the queue is full."""
+        pending: _Pending[In, Out] = _Pending(items)
+        with self._lock:
+            if self._waiting and self._waiting + len(items) > self.max_queue_items:
+                raise QueueFullError(f"{self._waiting} items are already waiting (limit {self.max_queue_items})")
+            self._waiting += len(items)
+        self._queue.put(pending)
+        return pending.future
+
     def run(self, items: list[In], timeout: float | None = None) -> list[Out]:
         """Blocking: call from a worker thread, never from the event loop."""
-        pending: _Pending[In, Out] = _Pending(items)
-        self._queue.put(pending)
-        if not pending.done.wait(timeout):
-            raise TimeoutError("micro-batch did not finish in time")
-        if pending.error is not None:
-            raise pending.error
-        assert pending.results is not None
-        return pending.results
+        return self.submit(items).result(timeout)
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
+    def _take(self, block: bool, timeout: float | None = None) -> _Pending[In, Out] | None:
+        pending = self._queue.get(block, timeout)
+        if pending is not None:
+            with self._lock:
+                self._waiting -= len(pending.items)
+        return pending
+
     def _loop(self) -> None:
         while True:
-            first = self._queue.get()
+            first = self._take(block=True)
             if first is None:
                 return
             group, count = [first], len(first.items)
@@ -254,7 +291,7 @@ class MicroBatcher(Generic[In, Out]):
             while count < self.max_items:
                 remaining = deadline - time.monotonic()
                 try:
-                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                    nxt = self._take(block=remaining > 0, timeout=remaining if remaining > 0 else None)
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -267,17 +304,18 @@ class MicroBatcher(Generic[In, Out]):
                 return
 
     def _run_group(self, group: list[_Pending[In, Out]]) -> None:
+        group = [p for p in group if p.future.set_running_or_notify_cancel()]  # the waiter may have gone
         items: list[Any] = [item for p in group for item in p.items]
+        if not items:
+            return
         try:
             results = self.fn(items)
             assert len(results) == len(items)
         except Exception as exc:
             for p in group:
-                p.error = exc
-                p.done.set()
+                p.future.set_exception(exc)
             return
         offset = 0
         for p in group:
-            p.results = results[offset : offset + len(p.items)]
+            p.future.set_result(results[offset : offset + len(p.items)])
             offset += len(p.items)
-            p.done.set()

@@ -46,12 +46,21 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1000, description="how long a /sentiment or /forecast request waits for others to share its call"
     )
     microbatch_max_items: int = Field(256, ge=1, description="items (texts, series) per micro-batched call")
+    microbatch_max_queue_items: int = Field(
+        2048, ge=1, description="items (texts, series) waiting for a /sentiment or /forecast call before 503"
+    )
     # Sessions
     session_store: Literal["memory", "redis"] = Field("memory", description="where session state lives")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="used when session_store=redis")
     session_idle_ttl_s: float = Field(900, gt=0, description="a session unused this long expires")
     session_max_lifetime_s: float = Field(86_400, gt=0, description="a session expires this long after creation")
     session_capacity: int = Field(10_000, ge=1, description="most live sessions; more -> 503 with Retry-After")
+    session_store_timeout_s: float = Field(
+        1.0, gt=0, le=60, description="a session-store (Redis) call that takes longer fails: 503 naming the store"
+    )
+    session_lease_s: float = Field(
+        10.0, gt=0, le=600, description="a request's hold on its session lapses this long after its last renewal"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # ---- packaging: HTTP edge, security and observability (list settings take JSON or comma-separated values) ----
     log_format: Literal["text", "json"] = Field(

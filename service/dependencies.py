@@ -1,13 +1,15 @@
-"""Dependencies shared by the routers: settings, registry and the engines loaded in the lifespan."""
+"""Dependencies shared by the routers: settings, registry, the runtime and the engines loaded in the lifespan."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from .config import Settings
 from .registry import Registry
+from .runtime import Runtime
 
 
 def get_settings(request: Request) -> Settings:
@@ -20,14 +22,27 @@ def get_registry(request: Request) -> Registry:
     return registry
 
 
-def engine_for(family: str) -> Any:
-    """A dependency returning the engine serving `family`, or 503 when that family is not loaded."""
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def engine_for(family: str) -> Callable[[Request], Any]:
+    """A dependency returning the engine serving `family` (ModelUnavailable, a 503, when none is loaded). Each
+    family types it once: `WordLMDep = Annotated[WordLMEngine, Depends(engine_for(NAME))]`."""
 
     def dependency(request: Request) -> Any:
-        return request.app.state.runtime.engine(family)
+        return get_runtime(request).engine(family)
 
     return dependency
 
 
+def request_id(request: Request) -> str | None:
+    rid: str | None = getattr(request.state, "request_id", None)
+    return rid
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RequestIdDep = Annotated[str | None, Depends(request_id)]

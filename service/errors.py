@@ -1,16 +1,29 @@
-"""Error responses: every error is JSON `{error, message, request_id}`; input errors name the field and the rule."""
+"""Error responses: every error is JSON `{error, message, request_id}`; input errors name the field and the rule.
+
+Code below the HTTP layer raises a `ServiceError` subclass (or a session error); this module maps each to its
+status once, and `documented(...)` turns the same classes into the OpenAPI `responses` of a route, so every
+status a route can answer is in openapi.json.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .sessions import SessionBusyError, SessionCapacityError, SessionNotFoundError
+from .schemas import ErrorResponse
+from .sessions import SessionBusyError, SessionCapacityError, SessionNotFoundError, SessionStoreUnavailable
+
+_STATUS: dict[type[Exception], tuple[int, str]] = {
+    SessionNotFoundError: (404, "unknown or expired session (the message says which)"),
+    SessionBusyError: (409, "the session is busy with another request"),
+    SessionCapacityError: (503, "the session store is full; see Retry-After"),
+    SessionStoreUnavailable: (503, "the session store (Redis) did not answer; stateless requests are not affected"),
+}
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +36,70 @@ class RequestError(Exception):
         self.message = message
         self.field = field
         self.status_code = status_code
+
+
+class ServiceError(Exception):
+    """A domain error with its HTTP status, kind and (for 503) a Retry-After. Raised below the HTTP layer."""
+
+    status: ClassVar[int] = 500
+    kind: ClassVar[str] = "internal_error"
+    description: ClassVar[str] = ""
+    retry_after: int | None = None
+
+
+class ModelUnavailable(ServiceError):
+    status, kind = 503, "unavailable"
+    description = "no model of this family is loaded (see GET /ready)"
+
+    def __init__(self, family: str) -> None:
+        super().__init__(f"no {family} model is loaded (see GET /ready)")
+
+
+class Overloaded(ServiceError):
+    status, kind = 503, "overloaded"
+    description = "too much work is waiting; retry after `Retry-After` seconds"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SessionFamilyMismatch(ServiceError):
+    status, kind = 409, "session_family_mismatch"
+    description = "the session belongs to another model family"
+
+    def __init__(self, session_id: str, family: str, wanted: str) -> None:
+        super().__init__(f"session {session_id} is a {family} session, not {wanted}")
+
+
+class VersionRetired(ServiceError):
+    status, kind = 410, "version_retired"
+    description = "the session is pinned to a model version that is no longer served"
+
+    def __init__(self, session_id: str, family: str, version: int) -> None:
+        super().__init__(f"session {session_id} is pinned to {family} version {version}, which is no longer served")
+
+
+class FeatureUnavailable(ServiceError):
+    status, kind = 503, "feature_unavailable"
+    description = "the served model version was exported without what this operation needs"
+
+
+class NotFound(ServiceError):
+    status, kind = 404, "not_found"
+    description = "not found"
+
+
+def documented(*errors: type[Exception], **described: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the errors a route can raise (descriptions of one status are joined)."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        status, text = _STATUS.get(error, (getattr(error, "status", 500), getattr(error, "description", "")))
+        entry = responses.setdefault(status, {"model": ErrorResponse, "description": ""})
+        entry["description"] = "; ".join(filter(None, [entry["description"], text]))
+    for status, text in described.items():
+        responses.setdefault(int(status.removeprefix("s")), {"model": ErrorResponse})["description"] = text
+    return responses
 
 
 def _request_id(request: Request) -> str | None:
@@ -73,9 +150,16 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return JSONResponse(body, exc.status_code)
 
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        if exc.status >= 500 and exc.status != 503:
+            log.error("%s: %s", exc.kind, exc)
+        return JSONResponse(error_body(request, exc.kind, str(exc)), exc.status, headers=headers)
+
     @app.exception_handler(SessionNotFoundError)
     async def session_not_found(request: Request, exc: SessionNotFoundError) -> JSONResponse:
-        return JSONResponse(error_body(request, "session_not_found", str(exc), reason=exc.reason), 404)
+        return JSONResponse(error_body(request, "session_not_found", str(exc)), 404)
 
     @app.exception_handler(SessionBusyError)
     async def session_busy(request: Request, exc: SessionBusyError) -> JSONResponse:
@@ -84,6 +168,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SessionCapacityError)
     async def session_capacity(request: Request, exc: SessionCapacityError) -> JSONResponse:
         return JSONResponse(error_body(request, "session_capacity", str(exc)), 503,
+                            headers={"Retry-After": str(exc.retry_after)})  # fmt: skip
+
+    @app.exception_handler(SessionStoreUnavailable)
+    async def session_store_unavailable(request: Request, exc: SessionStoreUnavailable) -> JSONResponse:
+        log.warning("%s (request %s)", exc, _request_id(request))
+        return JSONResponse(error_body(request, "session_store_unavailable", str(exc)), 503,
                             headers={"Retry-After": str(exc.retry_after)})  # fmt: skip
 
     @app.exception_handler(StarletteHTTPException)

@@ -8,6 +8,7 @@ raw path, so their number of series stays bounded.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -49,6 +50,7 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=LATENCY_BUCKETS,
 )
+log = logging.getLogger(__name__)
 HTTP_IN_PROGRESS = Gauge("cellstate_http_requests_in_progress", "HTTP requests being served now")
 TOKENS_GENERATED = Counter("cellstate_tokens_generated", "tokens produced by generation, by model family", ["family"])
 BATCH_SIZE = Histogram(
@@ -74,11 +76,16 @@ def refresh_model_metrics(app: FastAPI) -> None:
     MODEL_FAILURES.set(len(registry.failures))
     runtime = getattr(app.state, "runtime", None)
     if runtime is not None:  # counted at scrape time: expiry needs no bookkeeping
-        ACTIVE_SESSIONS.set(runtime.sessions.count())
+        try:
+            ACTIVE_SESSIONS.set(runtime.sessions.count())
+        except Exception as exc:  # the store is down: the gauge says "unknown" (NaN), the scrape still works
+            log.warning("cellstate_active_sessions: the session store did not answer (%s)", exc)
+            ACTIVE_SESSIONS.set(float("nan"))
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    refresh_model_metrics(request.app)
+    # In a thread of its own (not the request pool): a stalled session store delays this scrape only.
+    await asyncio.to_thread(refresh_model_metrics, request.app)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -1,33 +1,37 @@
-"""What the lifespan builds and the routes use: engines by version, batchers and the session store."""
+"""What the lifespan builds and the routes use: engines by version, batchers and the session store.
+
+Nothing here names a family: every family is described once (service/families/registry.py) and the runtime
+iterates those descriptions.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import HTTPException
+from starlette.concurrency import run_in_threadpool
 
 from .batching import GenerationBatcher, MicroBatcher
 from .config import Settings
-from .families.wordlm.engine import WordLMEngine
-from .families_list import ENGINES
+from .errors import ModelUnavailable, SessionFamilyMismatch, VersionRetired
+from .families.base import Continuous, Engine, Family, OneShot, StepEngine
 from .observability import BATCH_SIZE, QUEUE_DEPTH
 from .registry import Registry, load_registry
 from .sessions import MemorySessionStore, RedisSessionStore, SessionRecord, SessionStore
 
 log = logging.getLogger(__name__)
 
-# One-shot families and the engine method that takes a flat list of items (from many requests) at once.
-MICROBATCHED = {"sentiment": "classify", "forecast": "forecast_many"}
-
 
 def make_session_store(settings: Settings) -> SessionStore:
     args = (settings.session_idle_ttl_s, settings.session_max_lifetime_s, settings.session_capacity)
     if settings.session_store == "redis":
-        return RedisSessionStore(settings.redis_url, *args)
-    return MemorySessionStore(*args)
+        return RedisSessionStore(settings.redis_url, *args, lease_timeout=settings.session_lease_s,
+                                 timeout=settings.session_store_timeout_s)  # fmt: skip
+    return MemorySessionStore(*args, lease_timeout=settings.session_lease_s)
 
 
 @dataclass
@@ -35,35 +39,37 @@ class Runtime:
     settings: Settings
     registry: Registry
     sessions: SessionStore
-    current: dict[str, Any] = field(default_factory=dict)  # family -> engine of the version being served
-    versions: dict[tuple[str, int], Any] = field(default_factory=dict)  # (family, version) -> engine
+    families: Mapping[str, Family]
+    current: dict[str, Engine] = field(default_factory=dict)  # family -> engine of the version being served
+    versions: dict[tuple[str, int], Engine] = field(default_factory=dict)  # (family, version) -> engine
     batchers: dict[tuple[str, int], GenerationBatcher] = field(default_factory=dict)
     microbatchers: dict[tuple[str, int], MicroBatcher[Any, Any]] = field(default_factory=dict)
 
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def start(cls, settings: Settings, registry: Registry) -> Runtime:
-        runtime = cls(settings=settings, registry=registry, sessions=make_session_store(settings))
+    def start(cls, settings: Settings, registry: Registry, families: Mapping[str, Family]) -> Runtime:
+        runtime = cls(settings=settings, registry=registry, sessions=make_session_store(settings), families=families)
         runtime._serve(registry)
         return runtime
 
     def _serve(self, registry: Registry) -> None:
         """Make engines for the registry's models (reusing those already running) and point each family at its
         chosen version. One dict assignment per family: a request sees the old engine or the new, never neither."""
-        current: dict[str, Any] = {}
-        for family, model in registry.models.items():
-            if family not in ENGINES:
-                registry.failures[f"{family}/{model.version}"] = "no engine serves this family"
+        current: dict[str, Engine] = {}
+        for name, model in registry.models.items():
+            family = self.families.get(name)
+            if family is None:
+                registry.failures[f"{name}/{model.version}"] = "no engine serves this family"
                 continue
-            key = (family, model.version)
+            key = (name, model.version)
             if key not in self.versions:
-                self.versions[key] = ENGINES[family](model)
+                self.versions[key] = family.engine(model)
                 self._start_batching(family, self.versions[key])
-            current[family] = self.versions[key]
-        for family in list(self.current):
-            if family not in current:
-                del self.current[family]
+            current[name] = self.versions[key]
+        for name in list(self.current):
+            if name not in current:
+                del self.current[name]
         self.current.update(current)
         self.registry = registry
 
@@ -76,46 +82,49 @@ class Runtime:
             log.info("reloaded: serving %s", {f: e.model.version for f, e in self.current.items()})
             return self.registry
 
-    def _start_batching(self, family: str, engine: Any) -> None:
+    def _start_batching(self, family: Family, engine: Engine) -> None:
         s = self.settings
         if not s.batching:
             return
-        key = (family, engine.model.version)
-        if isinstance(engine, WordLMEngine):
+        key = (family.name, engine.model.version)
+        if isinstance(family.batching, Continuous):
 
             def on_step(size: int, depth: int) -> None:
-                BATCH_SIZE.labels(family=family).observe(size)
-                QUEUE_DEPTH.labels(family=family).set(depth)
+                BATCH_SIZE.labels(family=family.name).observe(size)
+                QUEUE_DEPTH.labels(family=family.name).set(depth)
 
-            self.batchers[key] = GenerationBatcher(engine, s.batch_max_size, s.batch_max_queue, on_step)
-        elif family in MICROBATCHED:  # one-shot families: requests arriving together share their model calls
+            step_engine: StepEngine = engine  # type: ignore[assignment]  # Continuous families step
+            self.batchers[key] = GenerationBatcher(step_engine, s.batch_max_size, s.batch_max_queue, on_step)
+        elif isinstance(family.batching, OneShot):  # requests arriving together share their model calls
+            run = family.batching.run
             self.microbatchers[key] = MicroBatcher(
-                f"{family}-{engine.model.version}", getattr(engine, MICROBATCHED[family]), s.microbatch_max_items,
-                s.microbatch_max_wait_ms / 1000.0,
+                f"{family.name}-{engine.model.version}", lambda items: run(engine, items), s.microbatch_max_items,
+                s.microbatch_max_wait_ms / 1000.0, s.microbatch_max_queue_items,
             )  # fmt: skip
 
-    def run_batched(self, family: str, engine: Any, items: list[Any]) -> list[Any]:
-        """Run a one-shot family's batch function through its micro-batcher (or directly when batching is off).
-        Call from a worker thread: it blocks."""
+    async def run_batched(self, family: str, engine: Engine, items: list[Any]) -> list[Any]:
+        """Run a one-shot family's batch function on `items` through its micro-batcher (or alone in the thread
+        pool when batching is off). Raises QueueFullError (503) when too many items are waiting."""
         micro = self.microbatchers.get((family, engine.model.version))
         if micro is None:
-            return list(getattr(engine, MICROBATCHED[family])(items))
-        return micro.run(items)
+            batching = self.families[family].batching
+            assert isinstance(batching, OneShot)
+            return list(await run_in_threadpool(batching.run, engine, items))
+        return await asyncio.wrap_future(micro.submit(items))
 
-    def engine(self, family: str) -> Any:
+    def engine(self, family: str) -> Engine:
         engine = self.current.get(family)
         if engine is None:
-            raise HTTPException(503, f"no {family} model is loaded (see GET /ready)")
+            raise ModelUnavailable(family)
         return engine
 
-    def session_engine(self, session: SessionRecord, family: str) -> Any:
+    def session_engine(self, session: SessionRecord, family: str) -> Engine:
         """The engine of the version a session started on (a session never changes model version)."""
         if session.family != family:
-            raise HTTPException(409, f"session {session.id} is a {session.family} session, not {family}")
+            raise SessionFamilyMismatch(session.id, session.family, family)
         engine = self.versions.get((family, session.model_version))
         if engine is None:
-            raise HTTPException(410, f"session {session.id} is pinned to {family} version {session.model_version}, "
-                                "which is no longer served")  # fmt: skip
+            raise VersionRetired(session.id, family, session.model_version)
         return engine
 
     def close(self) -> None:

@@ -7,12 +7,20 @@ from typing import Any
 
 import numpy as np
 
+# Temperatures below this decode greedily: logits / 1e-38 overflow float32 and would sample noise, and anything
+# this cold is greedy in effect (the top token's probability rounds to 1).
+GREEDY_BELOW = 1e-3
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 1.0  # 0 = greedy
+    temperature: float = 1.0  # 0 (or below GREEDY_BELOW) = greedy
     top_k: int = 0  # 0 = no limit
     top_p: float = 1.0  # 1 = no limit
+
+    def __post_init__(self) -> None:
+        if self.temperature < GREEDY_BELOW:
+            object.__setattr__(self, "temperature", 0.0)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

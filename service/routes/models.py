@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from ..dependencies import RuntimeDep
+from ..errors import NotFound, documented
 from ..manifest import read_manifest
 from ..registry import discover
 from ..runtime import Runtime
-from ..schemas import ErrorResponse
 
 router = APIRouter(tags=["models"])
 
@@ -43,6 +44,10 @@ class FamilyVersions(BaseModel):
 
     family: str
     versions: list[VersionInfo]
+    limits: dict[str, object] = Field(
+        default_factory=dict,
+        description="the served version's limits a request must respect (the same values the 422s enforce)",
+    )
 
 
 class ReloadResponse(BaseModel):
@@ -58,13 +63,12 @@ class ReloadResponse(BaseModel):
     failures: dict[str, str]
 
 
-@router.get("/models/{family}", response_model=FamilyVersions, responses={404: {"model": ErrorResponse}})
-def family_versions(family: str, request: Request) -> FamilyVersions:
-    """Every version of a model family found on disk, newest first, and which one is served."""
-    runtime: Runtime = request.app.state.runtime
+@router.get("/models/{family}", response_model=FamilyVersions, responses=documented(s404="no such model family"))
+def family_versions(family: str, runtime: RuntimeDep) -> FamilyVersions:
+    """Every version of a model family found on disk, newest first, which one is served, and its limits."""
     found = discover(runtime.settings.models_dir).get(family)
     if not found:
-        raise HTTPException(404, f"no model family {family!r} under the models directory")
+        raise NotFound(f"no model family {family!r} under the models directory")
     served = runtime.current.get(family)
     versions = []
     for version_dir in found:
@@ -78,7 +82,9 @@ def family_versions(family: str, request: Request) -> FamilyVersions:
         versions.append(VersionInfo(version=version, name=name, created_at=created, metrics=metrics,
                                     served=served is not None and served.model.version == version,
                                     loaded=(family, version) in runtime.versions, problem=problem))  # fmt: skip
-    return FamilyVersions(family=family, versions=versions)
+    spec = runtime.families.get(family)
+    limits = spec.limits(served, runtime.settings) if spec and spec.limits and served else {}
+    return FamilyVersions(family=family, versions=versions, limits=limits)
 
 
 @router.post("/admin/reload", response_model=ReloadResponse)

@@ -59,7 +59,7 @@ def test_sigterm_lets_in_flight_generations_finish(models_dir: Path, tmp_path: P
     """SIGTERM (what `docker stop` sends): streams already running complete with every token and their final
     event, then the process exits cleanly; it does not cut them off."""
     env = {**os.environ, "CELLSTATE_MODELS_DIR": str(models_dir), "CELLSTATE_GRACEFUL_SHUTDOWN_SECONDS": "20"}
-    body = {"prompt": "the cat sat", "max_new_tokens": 1024, "ignore_eos": True, "stream": True, "seed": 3}
+    body = {"prompt": "the cat sat", "max_new_tokens": 1024, "ignore_eos": True, "seed": 3}
     streams = 4
     started = threading.Barrier(streams + 1, timeout=30)
     finals: list[dict[str, object]] = []
@@ -68,7 +68,7 @@ def test_sigterm_lets_in_flight_generations_finish(models_dir: Path, tmp_path: P
 
     def consume(url: str) -> None:
         waited, after, event = False, 0, ""
-        with httpx.stream("POST", f"{url}/generate", json=body, timeout=60) as response:
+        with httpx.stream("POST", f"{url}/generate/stream", json=body, timeout=60) as response:
             assert response.status_code == 200
             for line in response.iter_lines():
                 if line.startswith("event: "):

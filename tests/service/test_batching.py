@@ -54,7 +54,7 @@ def test_concurrent_requests_are_batched_and_each_equals_its_run_alone(client: T
 def test_stream_sends_token_events_then_done(client: TestClient) -> None:
     body = {**REQUESTS[1], "stop": ["the"]}
     whole = client.post("/generate", json=body).json()
-    with client.stream("POST", "/generate", json={**body, "stream": True}) as response:
+    with client.stream("POST", "/generate/stream", json=body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = parse_sse(response.read().decode())
     *tokens, (last_kind, done) = events
@@ -65,8 +65,8 @@ def test_stream_sends_token_events_then_done(client: TestClient) -> None:
 
 def test_disconnecting_stream_frees_its_batch_slot(client: TestClient) -> None:
     batcher = client.app.state.runtime.batchers[("wordlm", 1)]  # type: ignore[attr-defined]
-    body = {"prompt": "the cat", "max_new_tokens": 1024, "ignore_eos": True, "stream": True}
-    with client.stream("POST", "/generate", json=body) as response:
+    body = {"prompt": "the cat", "max_new_tokens": 1024, "ignore_eos": True}
+    with client.stream("POST", "/generate/stream", json=body) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("event: token")
     deadline = time.monotonic() + 5
@@ -78,7 +78,7 @@ def test_disconnecting_stream_frees_its_batch_slot(client: TestClient) -> None:
 def test_streaming_on_a_session_then_continuing_it(client: TestClient) -> None:
     sid = client.post("/sessions", json={"model": "wordlm"}).json()["session_id"]
     body = {"session_id": sid, "prompt": "the cat", "max_new_tokens": 6, "temperature": 0, "ignore_eos": True}
-    with client.stream("POST", "/generate", json={**body, "stream": True}) as response:
+    with client.stream("POST", "/generate/stream", json=body) as response:
         events = parse_sse(response.read().decode())
     streamed = "".join(d["text"] for kind, d in events if kind == "token")
     rest = client.post("/generate", json={"session_id": sid, "max_new_tokens": 6, "temperature": 0, "ignore_eos": True})

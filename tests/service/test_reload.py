@@ -12,6 +12,8 @@ from service.app import create_app
 from service.config import Settings
 from service.manifest import MANIFEST_NAME
 
+ADMIN = {"X-Admin-Key": "admin-key"}  # /admin/ routes are closed without CELLSTATE_ADMIN_KEYS
+
 
 def add_version(models_dir: Path, family: str, source: int, target: int) -> None:
     """A copy of an existing version under a new number (its manifest says the new number)."""
@@ -23,18 +25,18 @@ def add_version(models_dir: Path, family: str, source: int, target: int) -> None
 
 
 def test_reload_serves_the_new_version_and_sessions_keep_theirs(copied_models_dir: Path) -> None:
-    with TestClient(create_app(Settings(models_dir=copied_models_dir))) as c:
+    with TestClient(create_app(Settings(models_dir=copied_models_dir, admin_keys=["admin-key"]))) as c:  # type: ignore[list-item]
         sid = c.post("/sessions", json={"model": "wordlm"}).json()["session_id"]
         first = c.post("/generate", json={"session_id": sid, "prompt": "the cat", "max_new_tokens": 3})
         assert first.json()["model"]["version"] == 1
 
         # A long stream is in flight while the reload happens.
-        body = {"prompt": "the dog", "max_new_tokens": 400, "ignore_eos": True, "stream": True}
-        with c.stream("POST", "/generate", json=body) as stream:
+        body = {"prompt": "the dog", "max_new_tokens": 400, "ignore_eos": True}
+        with c.stream("POST", "/generate/stream", json=body) as stream:
             lines = stream.iter_lines()
             assert next(lines).startswith("event: token")
             add_version(copied_models_dir, "wordlm", 1, 2)
-            reloaded = c.post("/admin/reload").json()
+            reloaded = c.post("/admin/reload", headers=ADMIN).json()
             assert reloaded["serving"] == {"wordlm": 2} and reloaded["loaded"] == {"wordlm": [1, 2]}
             rest = "\n".join(lines)
         assert "event: done" in rest and '"version": 1' in rest.split("event: done", 1)[1]
@@ -58,7 +60,7 @@ def test_pinned_version_is_served_instead_of_the_newest(copied_models_dir: Path)
 
 def test_requests_during_repeated_reloads_never_fail(copied_models_dir: Path) -> None:
     add_version(copied_models_dir, "wordlm", 1, 2)
-    with TestClient(create_app(Settings(models_dir=copied_models_dir))) as c:
+    with TestClient(create_app(Settings(models_dir=copied_models_dir, admin_keys=["admin-key"]))) as c:  # type: ignore[list-item]
         statuses: list[int] = []
 
         def hammer() -> None:
@@ -68,6 +70,6 @@ def test_requests_during_repeated_reloads_never_fail(copied_models_dir: Path) ->
         worker = threading.Thread(target=hammer)
         worker.start()
         for _ in range(5):
-            assert c.post("/admin/reload").status_code == 200
+            assert c.post("/admin/reload", headers=ADMIN).status_code == 200
         worker.join()
         assert statuses == [200] * 15

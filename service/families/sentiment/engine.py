@@ -21,6 +21,9 @@ from ...tokenizer import Vocab, tokenize
 DEFAULT_BUCKETS = (8, 16, 32, 64)
 
 
+NAME = "sentiment"
+
+
 @dataclass
 class EncodedSnippet:
     ids: list[int]  # what the model reads: at most max_tokens ids

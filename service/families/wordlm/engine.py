@@ -12,8 +12,9 @@ import numpy as np
 from ...registry import LoadedModel
 from ...sampling import Sampler, SamplingParams, softmax
 from ...tokenizer import EOS, Detokenizer, Vocab, tokenize
+from ..base import State
 
-State = tuple[np.ndarray, np.ndarray]  # (h, c), each float32 (layers, B, hidden)
+NAME = "wordlm"
 
 
 @dataclass

@@ -1,29 +1,19 @@
-"""Sentiment classification of short texts with the BiLSTM classifier."""
+"""Requests and responses of the sentiment family."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from ..dependencies import engine_for
-from ..families.sentiment.engine import SentimentEngine
-from ..schemas import ErrorResponse, ModelRef, StrictRequest
-from ..tokenizer import tokenize
+from ...schemas import MAX_PROMPT_CHARS, ModelRef, StrictRequest, require_tokens
 
 MAX_TEXTS = 256
-MAX_TEXT_CHARS = 20_000
-
-
-def _has_tokens(value: str) -> str:
-    if not tokenize(value, add_eos=False):
-        raise ValueError("must not be empty or whitespace only")
-    return value
+MAX_TEXT_CHARS = MAX_PROMPT_CHARS
 
 
 # Per-item constraints put the index in the error location: an empty third text is reported as `texts.2`.
-SentimentText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(_has_tokens)]
+SentimentText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(require_tokens)]
 
 
 class SentimentRequest(StrictRequest):
@@ -69,28 +59,3 @@ class SentimentResponse(BaseModel):
 
     results: list[SentimentResult] = Field(description="one result per text, in request order")
     model: ModelRef
-
-
-router = APIRouter(tags=["sentiment"], responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
-SentimentDep = Annotated[SentimentEngine, Depends(engine_for("sentiment"))]
-
-
-# A plain `def` route runs in the thread pool: inference never blocks the event loop.
-@router.post("/sentiment", response_model=SentimentResponse)
-def sentiment(body: SentimentRequest, engine: SentimentDep, request: Request) -> SentimentResponse:
-    """Classify the sentiment of each text."""
-    # Requests arriving together share their model calls (micro-batching); results come back in order.
-    results = request.app.state.runtime.run_batched("sentiment", engine, list(body.texts))
-    return SentimentResponse(
-        results=[
-            SentimentResult(
-                label=r.label,
-                probabilities=r.probabilities,
-                tokens=r.tokens,
-                unknown_tokens=r.unknown_tokens,
-                truncated=r.truncated,
-            )
-            for r in results
-        ],
-        model=ModelRef(name=engine.model.manifest.name, version=engine.model.version),
-    )

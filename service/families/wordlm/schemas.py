@@ -1,57 +1,182 @@
-"""Looking inside the word LM: per-token LSTM activations (POST /inspect) and embedding neighbours."""
+"""Requests and responses of the word-LM family: generation, next-word suggestions and inspection."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from ..errors import RequestError
-from ..families.wordlm.engine import WordLMEngine
-from ..families.wordlm.inspect import GATES, Inspection, InspectionUnavailable, Inspector, InspectorCache, UnknownWord
-from ..schemas import (
-    MAX_PROMPT_CHARS,
-    ErrorResponse,
-    ModelRef,
-    StrictRequest,
-    ValidationErrorResponse,
-    _require_tokens,
-)
-from ..tokenizer import tokenize_line
+from ...sampling import GREEDY_BELOW
+from ...schemas import MAX_PROMPT_CHARS, ModelRef, StrictRequest, require_tokens
+from ...sessions import ID_PATTERN as SESSION_ID_PATTERN
 
-FAMILY = "wordlm"
+MAX_STOP_STRINGS = 8
+MAX_NEW_TOKENS = 1024
+MAX_SEED = 2**53 - 1
 MAX_INSPECT_TOKENS = 256  # one ONNX call per token, and the answer grows with tokens x layers x neurons
 MAX_NEURONS = 64
 DEFAULT_TOP_K = 10
 MAX_NEIGHBORS = 100
-DECIMALS = 6  # activations are float32: more digits would be noise
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Runs inside the app's lifespan (after the models are loaded): one Inspector per served version, made on use.
-    app.state.inspectors = InspectorCache()
-    yield
-
-
-router = APIRouter(
-    tags=["inspection"],
-    lifespan=lifespan,
-    responses={
-        422: {"model": ValidationErrorResponse, "description": "invalid request; `detail` names each field"},
-        503: {
-            "model": ErrorResponse,
-            "description": "no word model is loaded, or the served version was exported without the activations "
-            "graph / embeddings file",
+class GenerateStreamRequest(StrictRequest):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"prompt": "Alice was beginning to get very tired of", "max_new_tokens": 20, "temperature": 0.8},
+                {"prompt": "The white rabbit", "max_new_tokens": 30, "top_k": 40, "seed": 7, "stop": ["."]},
+            ]
         },
-    },
-)
+    )
+
+    prompt: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description="text to continue; required without a session_id and on a session's first call, optional on "
+        "later calls (read before continuing)",
+        examples=["Alice was beginning to get very tired of"],
+    )
+    session_id: str | None = Field(
+        None, pattern=SESSION_ID_PATTERN, description="continue this session (from POST /sessions)"
+    )
+    max_new_tokens: int = Field(50, ge=1, le=MAX_NEW_TOKENS, description="tokens to generate at most")
+    temperature: float = Field(
+        1.0, ge=0.0, le=5.0, allow_inf_nan=False, description=f"0 (or below {GREEDY_BELOW:g}) = greedy"
+    )
+    top_k: int = Field(0, ge=0, le=100_000, description="sample from the k most likely tokens (0 = all)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1 = all)")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SEED,
+        description="same seed and parameters -> same text (at most 2^53 - 1, so that "
+        "every JSON client can carry it exactly)",
+    )
+    stop: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_STOP_STRINGS,
+        description="end the text before the first occurrence of any of these",
+    )
+    ignore_eos: bool = Field(False, description="keep generating past the end-of-text token")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_tokens(cls, value: str | None) -> str | None:
+        return None if value is None else require_tokens(value)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings(cls, value: list[str]) -> list[str]:
+        for i, s in enumerate(value):
+            if not 1 <= len(s) <= 64:
+                raise ValueError(f"stop[{i}] must be 1 to 64 characters long")
+        return value
 
 
-# ---- request and response bodies ------------------------------------------------------------------------------
+class GenerateRequest(GenerateStreamRequest):
+    """POST /generate's body: POST /generate/stream's, plus the retired `stream` flag (only `false` allowed)."""
+
+    stream: bool = Field(False, description="retired: stream with POST /generate/stream; `true` is refused")
+
+    @field_validator("stream")
+    @classmethod
+    def _not_streaming(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("POST /generate answers JSON only; stream with POST /generate/stream (same body)")
+        return value
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    unknown_tokens: int = Field(description="prompt words outside the vocabulary (read as <unk>)")
+
+
+class GenerateResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "text": " sitting by her sister on the bank, and of having nothing to do.",
+                    "finish_reason": "eos",
+                    "usage": {"prompt_tokens": 8, "completion_tokens": 16, "unknown_tokens": 0},
+                    "model": {"name": "wordlm-2x400", "version": 1},
+                }
+            ]
+        }
+    )
+
+    text: str = Field(description="the generated continuation (without the prompt)")
+    finish_reason: Literal["length", "stop", "eos"]
+    usage: Usage
+    model: ModelRef
+    session_id: str | None = Field(None, description="the session continued, if any")
+
+
+class TokenEvent(BaseModel):
+    """`event: token`: the next piece of text (one or more words and the spaces before them)."""
+
+    text: str
+
+
+class DoneEvent(BaseModel):
+    """`event: done`: the last event of a stream that ended normally."""
+
+    finish_reason: Literal["length", "stop", "eos"]
+    usage: Usage
+    model: ModelRef
+    session_id: str | None = None
+
+
+class ErrorEvent(BaseModel):
+    """`event: error`: the last event of a stream that failed after it started."""
+
+    error: str
+    message: str
+
+
+class NextWordRequest(StrictRequest):
+    # Config merges with StrictRequest's (extra=forbid, strict): only the examples are added here.
+    model_config = ConfigDict(json_schema_extra={"examples": [{"text": "the white", "k": 3}]})
+
+    text: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, examples=["the white"])
+    k: int = Field(5, ge=1, le=50, description="how many suggestions")
+
+    @field_validator("text")
+    @classmethod
+    def _text_has_tokens(cls, value: str) -> str:
+        return require_tokens(value)
+
+
+class WordProbability(BaseModel):
+    word: str
+    probability: float
+
+
+class NextWordResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "words": [
+                        {"word": "rabbit", "probability": 0.41},
+                        {"word": "queen", "probability": 0.07},
+                        {"word": "kid", "probability": 0.05},
+                    ],
+                    "unknown_tokens": 0,
+                    "model": {"name": "wordlm-2x400", "version": 1},
+                }
+            ]
+        }
+    )
+
+    words: list[WordProbability]
+    unknown_tokens: int
+    model: ModelRef
+
+
+# ---- inspection ------------------------------------------------------------------------------------------
 class InspectRequest(StrictRequest):
     model_config = ConfigDict(
         json_schema_extra={
@@ -87,7 +212,7 @@ class InspectRequest(StrictRequest):
     @field_validator("text")
     @classmethod
     def _text_has_tokens(cls, value: str) -> str:
-        return _require_tokens(value)
+        return require_tokens(value)
 
     @field_validator("neurons")
     @classmethod
@@ -252,121 +377,3 @@ class NeighborsResponse(BaseModel):
     word: str = Field(description="the word as the vocabulary spells it (lower case)")
     neighbors: list[Neighbor] = Field(description="most similar first; the word itself and <eos>/<unk> excluded")
     model: ModelRef
-
-
-# ---- routes -----------------------------------------------------------------------------------------------------
-def inspector_for(request: Request) -> Inspector:
-    engine: WordLMEngine = request.app.state.runtime.engine(FAMILY)  # 503 when no word model is loaded
-    cache: InspectorCache = request.app.state.inspectors
-    return cache.get(engine)
-
-
-def model_ref(inspector: Inspector) -> ModelRef:
-    model = inspector.engine.model
-    return ModelRef(name=model.manifest.name, version=model.version)
-
-
-def _values(neurons: list[int], values: list[float]) -> dict[int, float]:
-    return {n: round(v, DECIMALS) for n, v in zip(neurons, values, strict=True)}
-
-
-def inspect_response(
-    inspection: Inspection, mode: Literal["neurons", "top_k"], unk_id: int, model: ModelRef
-) -> InspectResponse:
-    text = inspection.text
-    summaries = []
-    per_token: list[list[TokenLayer]] = [[] for _ in text.ids]
-    for report in inspection.layers:
-        neurons = report.neurons.tolist()
-        magnitude = abs(report.hidden)  # (T, K)
-        peaks = magnitude.argmax(axis=0).tolist()
-        summaries.append(
-            LayerSummary(
-                layer=report.layer,
-                neurons=[
-                    NeuronSummary(
-                        neuron=n,
-                        mean_abs_hidden=round(float(magnitude[:, j].mean()), DECIMALS),
-                        peak_hidden=round(float(report.hidden[peaks[j], j]), DECIMALS),
-                        peak_position=peaks[j],
-                        peak_token=text.tokens[peaks[j]],
-                    )
-                    for j, n in enumerate(neurons)
-                ],
-            )
-        )
-        hidden, cell = report.hidden.tolist(), report.cell.tolist()
-        gates = report.gates.tolist() if report.gates is not None else None
-        for t, layers in enumerate(per_token):
-            entry = TokenLayer(layer=report.layer, hidden=_values(neurons, hidden[t]), cell=_values(neurons, cell[t]))
-            if gates is not None:
-                entry.gates = GateValues(**{name: _values(neurons, gates[t][g]) for g, name in enumerate(GATES)})
-            if report.top_neurons is not None and report.top_hidden is not None:
-                entry.top = [
-                    NeuronValue(neuron=n, hidden=round(v, DECIMALS))
-                    for n, v in zip(report.top_neurons[t].tolist(), report.top_hidden[t].tolist(), strict=True)
-                ]
-            layers.append(entry)
-    tokens = [
-        TokenActivations(position=t, token=token, unknown=token_id == unk_id, layers=layers)
-        for t, (token, token_id, layers) in enumerate(zip(text.tokens, text.ids, per_token, strict=True))
-    ]
-    return InspectResponse(mode=mode, layers=summaries, tokens=tokens, unknown_tokens=text.unknown, model=model)
-
-
-# Plain `def` routes: they run in the thread pool, so the token-by-token walk never blocks the event loop.
-@router.post("/inspect", response_model=InspectResponse)
-def inspect_activations(body: InspectRequest, request: Request) -> InspectResponse:
-    """Per-token hidden and cell activations (and gates) of the word language model's LSTM layers."""
-    inspector = inspector_for(request)
-    text = inspector.engine.encode(body.text)
-    if len(text.ids) > MAX_INSPECT_TOKENS:
-        raise RequestError(f"text is {len(text.ids)} tokens long; the limit is {MAX_INSPECT_TOKENS}", field="text")
-    if body.layer is not None and body.layer >= inspector.layers:
-        raise RequestError(
-            f"layer: {body.layer} is out of range; this model's layers are 0..{inspector.layers - 1}", field="layer"
-        )
-    for i, neuron in enumerate(body.neurons or []):
-        if neuron >= inspector.hidden:
-            raise RequestError(
-                f"neurons.{i}: {neuron} is out of range; each layer has neurons 0..{inspector.hidden - 1}",
-                field=f"neurons.{i}",
-            )
-    layers = list(range(inspector.layers)) if body.layer is None else [body.layer]
-    top_k = min(body.top_k_neurons or DEFAULT_TOP_K, inspector.hidden)
-    try:
-        inspection = inspector.inspect(text, layers, body.neurons, top_k, body.gates)
-    except InspectionUnavailable as exc:
-        raise HTTPException(503, str(exc)) from exc
-    mode: Literal["neurons", "top_k"] = "neurons" if body.neurons else "top_k"
-    return inspect_response(inspection, mode, inspector.engine.vocab.unk_id, model_ref(inspector))
-
-
-@router.get(
-    "/embeddings/neighbors",
-    response_model=NeighborsResponse,
-    responses={404: {"model": ErrorResponse, "description": "the word is not in the model's vocabulary"}},
-)
-def embedding_neighbors(
-    request: Request,
-    word: Annotated[str, Query(min_length=1, max_length=64, description="one word, e.g. `queen`")],
-    k: Annotated[int, Query(ge=1, le=MAX_NEIGHBORS, description="how many neighbours")] = 10,
-) -> NeighborsResponse:
-    """The words nearest to a word by cosine similarity of the word model's input embeddings."""
-    tokens = tokenize_line(word)
-    if len(tokens) != 1:
-        raise RequestError(
-            f"word: {word!r} is {len(tokens)} tokens for the model's tokenizer; give one word", field="word"
-        )
-    inspector = inspector_for(request)
-    try:
-        neighbors = inspector.neighbors(tokens[0], word, k)
-    except InspectionUnavailable as exc:
-        raise HTTPException(503, str(exc)) from exc
-    except UnknownWord as exc:
-        raise HTTPException(404, str(exc)) from exc
-    return NeighborsResponse(
-        word=tokens[0],
-        neighbors=[Neighbor(word=w, similarity=round(s, DECIMALS)) for w, s in neighbors],
-        model=model_ref(inspector),
-    )

@@ -142,3 +142,125 @@ def ets_forecasts(jobs: list[tuple[np.ndarray, int, int]], workers: int = 2) -> 
         return [ets_forecast(*job) for job in tqdm(jobs, desc="ETS", unit="series", leave=False)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(tqdm(pool.map(_ets_job, jobs, chunksize=2), total=len(jobs), desc="ETS", unit="series"))
+
+
+# ---- ARIMA and Theta -----------------------------------------------------------------------------------------------
+def _ndiffs(y: np.ndarray, max_d: int = 2) -> int:
+    """Differences needed for a stationary series by the KPSS test at 5% (as R's forecast::ndiffs)."""
+    from statsmodels.tsa.stattools import kpss
+
+    d = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        while d < max_d and len(y) > 10 and np.std(y) > 0:
+            try:
+                if kpss(y, regression="c", nlags="auto")[1] >= 0.05:
+                    break
+            except (ValueError, OverflowError):
+                break
+            y, d = np.diff(y), d + 1
+    return d
+
+
+def arima_forecast(history: np.ndarray, horizon: int, season_length: int) -> ETSForecast:
+    """A reduced automatic ARIMA (in the spirit of R's forecast::auto.arima): one seasonal difference when the
+    series is seasonal and has three seasons, d by KPSS, then (p, q) from a small grid with a seasonal MA(1), a
+    drift when the total differencing is one; lowest AICc wins."""
+    from statsmodels.tsa.arima.model import ARIMA
+
+    y = np.asarray(history, dtype=np.float64)
+    m = season_length
+    big_d = 1 if m > 1 and len(y) >= 3 * m + 4 else 0
+    base = y[m:] - y[:-m] if big_d else y
+    d = _ndiffs(base, max_d=1 if big_d else 2)
+    seasonal = (0, big_d, 1 if big_d else 0, m if big_d else 0)
+    trend = "t" if d + big_d == 1 else ("c" if d + big_d == 0 else "n")
+    best: tuple[float, Any, str] | None = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for p, q in ((1, 0), (0, 1), (1, 1), (2, 2)):
+            try:
+                result = ARIMA(y, order=(p, d, q), seasonal_order=seasonal, trend=trend).fit()
+            except Exception as exc:  # a candidate that cannot be fitted is skipped
+                log.debug("ARIMA(%d,%d,%d) failed: %s", p, d, q, exc)
+                continue
+            if math.isfinite(result.aicc) and (best is None or result.aicc < best[0]):
+                label = f"ARIMA({p},{d},{q})" + (f"(0,1,1)[{m}]" if big_d else "") + (" drift" if trend == "t" else "")
+                best = (result.aicc, result, label)
+        if best is not None:
+            frame = best[1].get_forecast(horizon).summary_frame(alpha=0.2)
+            mean, lower, upper = (frame[c].to_numpy(np.float64) for c in ("mean", "mean_ci_lower", "mean_ci_upper"))
+            if np.all(np.isfinite(mean)):
+                return ETSForecast(mean, lower, upper, best[2])
+    naive = seasonal_naive(y, horizon, m)
+    return ETSForecast(naive, naive, naive, "seasonal naive (every ARIMA fit failed)")
+
+
+def theta_forecast(history: np.ndarray, horizon: int, season_length: int) -> ETSForecast:
+    """statsmodels' Theta method (SES with drift, classical multiplicative deseasonalisation when seasonal)."""
+    from statsmodels.tsa.forecasting.theta import ThetaModel
+
+    y = np.asarray(history, dtype=np.float64)
+    m = season_length
+    seasonal = m > 1 and len(y) >= 2 * m + 2
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            method = "multiplicative" if np.all(y > 0) else "additive"
+            result = ThetaModel(y, period=m if seasonal else 1, deseasonalize=seasonal, method=method).fit()
+            mean = np.asarray(result.forecast(horizon), dtype=np.float64)
+            bands = result.prediction_intervals(horizon, alpha=0.2)
+            lower, upper = (np.asarray(bands[c], dtype=np.float64) for c in ("lower", "upper"))
+        if np.all(np.isfinite(mean)):
+            return ETSForecast(mean, lower, upper, "Theta")
+    except Exception as exc:
+        log.debug("Theta failed: %s", exc)
+    naive = seasonal_naive(y, horizon, m)
+    return ETSForecast(naive, naive, naive, "seasonal naive (Theta failed)")
+
+
+STATISTICAL_METHODS = {"ets": ets_forecast, "arima": arima_forecast, "theta": theta_forecast}
+
+
+ARIMA_MAX_HISTORY = 240  # ARIMA reads at most the last 240 points (20 years monthly): full-length fits take minutes
+
+
+def _job_key(method: str, history: np.ndarray, horizon: int, season_length: int) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(f"{method}|{horizon}|{season_length}|".encode())
+    digest.update(np.ascontiguousarray(history, dtype="<f8").tobytes())
+    return digest.hexdigest()[:24]
+
+
+def cached_statistical_forecasts(
+    method: str, jobs: list[tuple[np.ndarray, int, int]], cache: Any, progress: bool = True
+) -> list[ETSForecast]:
+    """STATISTICAL_METHODS[method] for (history, horizon, season_length) jobs; every fit is appended to the JSON
+    lines file `cache` (a Path) as soon as it is made, keyed by a hash of its inputs, and read back from there."""
+    import json
+
+    from tqdm import tqdm
+
+    done: dict[str, dict[str, Any]] = {}
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[row["key"]] = row
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    fit = STATISTICAL_METHODS[method]
+    out = []
+    with cache.open("a") as f:
+        for history, horizon, season in tqdm(jobs, desc=method, unit="series", leave=False, disable=not progress):
+            key = _job_key(method, history, horizon, season)
+            if key not in done:
+                read = history[-ARIMA_MAX_HISTORY:] if method == "arima" else history
+                r = fit(read, horizon, season)
+                done[key] = {"key": key, "mean": r.mean.tolist(), "lower": r.lower.tolist(),
+                             "upper": r.upper.tolist(), "model": r.model}  # fmt: skip
+                f.write(json.dumps(done[key]) + "\n")
+                f.flush()
+            row = done[key]
+            out.append(ETSForecast(*(np.array(row[k]) for k in ("mean", "lower", "upper")), model=row["model"]))
+    return out

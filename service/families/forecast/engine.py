@@ -12,6 +12,17 @@ the features a model was trained on are the features it is served with.
               ──► quantiles of z[T+1] ──► ... (one call per step)
     output:   loc + scale * quantiles                             (so 1000·y gives exactly 1000 × the forecast)
 
+Scaling rules: `standardize` (loc = mean, scale = std of the read history) and `log_standardize` (the same on
+log(y) for a series whose values are all positive and vary by more than `LOG_MIN_STD` in log units; the output is
+exp(loc + scale · z); quantiles stay quantiles under the monotone exp; c·y shifts log(y) by log c, which the loc
+absorbs, so the forecast of c·y is still exactly c × the forecast of y). Other series fall back to `standardize`.
+
+Horizons past the trained rollout length (`max_horizon`) are served up to `horizon_limit` by rolling on with the
+`horizon_step` feature held at 1; each interval's half-widths (q - median) are then multiplied by
+sqrt(k / max_horizon), so they keep widening like a random walk's. The fed-back median is clipped to
+±`rollout_clip` standardized units, so a long rollout stays finite. Quality was measured up to
+`measured_horizon` (manifest); a response says when a forecast goes past it.
+
 The step model's contract (DESIGN.md): `x float32 [batch, seq, features]`, `h0`, `c0 float32 [layers, batch,
 hidden]` -> `y float32 [batch, seq, quantiles]`, `hn`, `cn`. Output position t is the forecast for position t + 1.
 """
@@ -26,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ...registry import LoadedModel
+from .seasonality import detect_season
 
 # x (B, T, F) float32, h0 (L, B, H), c0 (L, B, H) -> y (B, T, Q), hn, cn
 StepRunner = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -37,9 +49,11 @@ StepRunner = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np
 #   season_sin    sin(2π ((t + 1) mod m) / m): the target's phase within the season, counted from the context start
 #   season_cos    cos of the same angle
 #   log_season    log(m) / log(max_season_length): which frequency this is
-#   horizon_step  k / max_horizon, k = steps since the last observed value (0 for observed inputs)
+#   horizon_step  min(k, max_horizon) / max_horizon, k = steps since the last observed value (0 when observed)
 KNOWN_FEATURES = ("value", "seasonal_lag", "season_sin", "season_cos", "log_season", "horizon_step")
-KNOWN_SCALING = "standardize"
+KNOWN_SCALING = ("standardize", "log_standardize")
+LOG_MIN_STD = 1e-3  # log_standardize: a positive series whose log varies less than this is standardized instead
+NAME = "forecast"
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,18 @@ class ForecastConfig:
     default_season_length: int
     scaling: str
     constant_tolerance: float  # std <= tolerance * mean|y| counts as a constant series (see Scaling.fit)
+    horizon_limit: int = 0  # longest horizon served (0: max_horizon); past max_horizon the rollout continues
+    measured_horizon: int = 0  # longest horizon whose quality was measured (0: max_horizon)
+    rollout_clip: float = 1e3  # fed-back medians are clipped to ±this (standardized units)
+    season_threshold: float = 0.35  # seasonality.detect_season threshold when season_length is omitted
+
+    @property
+    def served_horizon(self) -> int:
+        return max(self.horizon_limit, self.max_horizon)
+
+    @property
+    def quality_horizon(self) -> int:
+        return self.measured_horizon or self.max_horizon
 
     @property
     def median_index(self) -> int:
@@ -77,6 +103,10 @@ class ForecastConfig:
             default_season_length=int(config["default_season_length"]),
             scaling=str(scaling["rule"]),
             constant_tolerance=float(scaling["constant_tolerance"]),
+            horizon_limit=int(config.get("horizon_limit", 0)),
+            measured_horizon=int(config.get("measured_horizon", 0)),
+            rollout_clip=float(config.get("rollout_clip", 1e3)),
+            season_threshold=float(config.get("season_detection", {}).get("threshold", 0.35)),
         )
         cfg.validate()
         return cfg
@@ -85,8 +115,8 @@ class ForecastConfig:
         unknown = [f for f in self.features if f not in KNOWN_FEATURES]
         if unknown or "value" not in self.features:
             raise ValueError(f"features {list(self.features)}: unknown {unknown} (known: {list(KNOWN_FEATURES)})")
-        if self.scaling != KNOWN_SCALING:
-            raise ValueError(f"scaling rule {self.scaling!r} is not {KNOWN_SCALING!r}")
+        if self.scaling not in KNOWN_SCALING:
+            raise ValueError(f"scaling rule {self.scaling!r} is not one of {KNOWN_SCALING}")
         if list(self.quantiles) != sorted(self.quantiles) or 0.5 not in self.quantiles:
             raise ValueError(f"quantiles {self.quantiles} must be ascending and include 0.5")
         if not 1 <= self.default_season_length <= self.max_season_length:
@@ -105,8 +135,19 @@ class ForecastConfig:
             "max_horizon": self.max_horizon,
             "max_season_length": self.max_season_length,
             "default_season_length": self.default_season_length,
+            "horizon_limit": self.served_horizon,
+            "measured_horizon": self.quality_horizon,
+            "rollout_clip": self.rollout_clip,
+            "long_horizon": "past max_horizon: horizon_step held at 1, interval half-widths x sqrt(k / max_horizon)",
+            "season_detection": {
+                "module": "service/families/forecast/seasonality.py",
+                "threshold": self.season_threshold,
+                "when": "season_length omitted (default_season_length is used only when detection finds none)",
+            },
             "scaling": {
                 "rule": self.scaling,
+                "log_rule": f"log_standardize: rows with every value > 0 and std(log y) > {LOG_MIN_STD} are "
+                "standardized in log units (output exp(loc + scale * z)); other rows as standardize",
                 "window": "the last max_context points of the history (all of it when shorter)",
                 "loc": "mean",
                 "scale": "standard deviation (population)",
@@ -124,6 +165,27 @@ class Scaling:
 
     loc: np.ndarray
     scale: np.ndarray
+    log: np.ndarray | None = None  # (B,) bool: this row is scaled in log units (None: no row)
+    floor: np.ndarray | None = None  # (B,) log rows: values below it (e.g. 0 observed later) are read as it
+
+    @classmethod
+    def fit_rule(cls, history: np.ndarray, rule: str, constant_tolerance: float) -> Scaling:
+        """The manifest's scaling rule on histories (B, T)."""
+        base = cls.fit(history, constant_tolerance)
+        if rule != "log_standardize":
+            return base
+        history = np.asarray(history, dtype=np.float64)
+        positive = np.all(history > 0, axis=1)
+        logs = np.log(np.where(positive[:, None], history, 1.0))
+        mean, std = logs.mean(axis=1), logs.std(axis=1)
+        log = positive & (std > LOG_MIN_STD)
+        floor = np.where(log, np.min(np.where(positive[:, None], history, 1.0), axis=1) * 1e-3, 0.0)
+        return cls(
+            loc=np.where(log, mean, base.loc),
+            scale=np.where(log, std, base.scale),
+            log=log,
+            floor=floor,
+        )
 
     @classmethod
     def fit(cls, history: np.ndarray, constant_tolerance: float) -> Scaling:
@@ -145,12 +207,35 @@ class Scaling:
 
     def normalize(self, values: np.ndarray) -> np.ndarray:
         """values (B, T) -> z (B, T) float64."""
-        return (np.asarray(values, dtype=np.float64) - self.loc[:, None]) / self.scale[:, None]
+        values = np.asarray(values, dtype=np.float64)
+        if self.log is not None and self.log.any():
+            assert self.floor is not None
+            logged = np.log(np.where(self.log[:, None], np.maximum(values, self.floor[:, None]), 1.0))
+            values = np.where(self.log[:, None], logged, values)
+        return (values - self.loc[:, None]) / self.scale[:, None]
 
     def denormalize(self, z: np.ndarray) -> np.ndarray:
         """z (B, ...) -> original units, float64."""
         shape = (-1,) + (1,) * (z.ndim - 1)
-        return self.loc.reshape(shape) + self.scale.reshape(shape) * np.asarray(z, dtype=np.float64)
+        out = self.loc.reshape(shape) + self.scale.reshape(shape) * np.asarray(z, dtype=np.float64)
+        if self.log is not None and self.log.any():
+            with np.errstate(over="ignore"):
+                out = np.where(self.log.reshape(shape), np.exp(np.where(self.log.reshape(shape), out, 0.0)), out)
+        return np.asarray(out, dtype=np.float64)
+
+    @staticmethod
+    def concat(parts: Sequence[Scaling]) -> Scaling:
+        log = None
+        floor = None
+        if any(p.log is not None for p in parts):
+            log = np.concatenate([p.log if p.log is not None else np.zeros(len(p.loc), bool) for p in parts])
+            floor = np.concatenate([p.floor if p.floor is not None else np.zeros(len(p.loc)) for p in parts])
+        return Scaling(
+            loc=np.concatenate([p.loc for p in parts]),
+            scale=np.concatenate([p.scale for p in parts]),
+            log=log,
+            floor=floor,
+        )
 
 
 def input_features(
@@ -181,7 +266,7 @@ def input_features(
         "season_sin": np.sin(angle),
         "season_cos": np.cos(angle),
         "log_season": np.broadcast_to(np.log(m) / math.log(cfg.max_season_length), (batch, steps)),
-        "horizon_step": np.full((batch, steps), horizon_step / cfg.max_horizon),
+        "horizon_step": np.full((batch, steps), min(horizon_step, cfg.max_horizon) / cfg.max_horizon),
     }
     return np.stack([columns[name] for name in cfg.features], axis=-1).astype(np.float32)
 
@@ -208,9 +293,12 @@ class ForecastState:
     def session_data(self) -> dict[str, Any]:
         """Everything but (h, c) as JSON-able data, for a session store (one series: batch 1)."""
         assert self.batch == 1, "a session holds one series"
+        log = self.scaling.log is not None and bool(self.scaling.log[0])
         return {
             "loc": float(self.scaling.loc[0]),
             "scale": float(self.scaling.scale[0]),
+            "log": log,
+            "floor": float(self.scaling.floor[0]) if log and self.scaling.floor is not None else 0.0,
             "season_length": int(self.season_length[0]),
             "recent": [None if math.isnan(v) else float(v) for v in self.recent[0]],
             "position": int(self.position[0]),
@@ -223,7 +311,12 @@ class ForecastState:
         return cls(
             h=np.asarray(h, dtype=np.float32),
             c=np.asarray(c, dtype=np.float32),
-            scaling=Scaling(loc=np.array([data["loc"]]), scale=np.array([data["scale"]])),
+            scaling=Scaling(
+                loc=np.array([data["loc"]]),
+                scale=np.array([data["scale"]]),
+                log=np.array([bool(data.get("log", False))]),
+                floor=np.array([float(data.get("floor", 0.0))]),
+            ),
             season_length=np.array([data["season_length"]], dtype=np.int64),
             recent=np.array([[math.nan if v is None else v for v in data["recent"]]], dtype=np.float64),
             position=np.array([data["position"]], dtype=np.int64),
@@ -257,7 +350,7 @@ class Forecaster:
         cfg = self.config
         history = np.asarray(history, dtype=np.float64)[:, -cfg.max_context :]
         batch = history.shape[0]
-        scaling = scaling or Scaling.fit(history, cfg.constant_tolerance)
+        scaling = scaling or Scaling.fit_rule(history, cfg.scaling, cfg.constant_tolerance)
         zeros = np.zeros((cfg.layers, batch, cfg.hidden), dtype=np.float32)
         empty = ForecastState(
             h=zeros,
@@ -277,12 +370,20 @@ class Forecaster:
     def rollout_standardized(self, state: ForecastState, horizon: int) -> np.ndarray:
         """Standardized quantiles (B, horizon, Q): step k's median is fed back as the input of step k + 1.
         The state is not changed (a rollout is a look ahead, not an observation)."""
-        med = self.config.median_index
+        cfg = self.config
+        med = cfg.median_index
         out = [state.next_quantiles]
         for k in range(1, horizon):
-            state = self._advance(state, out[-1][:, med : med + 1].astype(np.float64), horizon_step=k)
+            z_in = np.clip(out[-1][:, med : med + 1].astype(np.float64), -cfg.rollout_clip, cfg.rollout_clip)
+            state = self._advance(state, z_in, horizon_step=k)
             out.append(state.next_quantiles)
-        return np.stack(out, axis=1)
+        q = np.stack(out, axis=1)  # (B, horizon, Q)
+        if horizon > cfg.max_horizon:  # past the trained rollout: widen the intervals like a random walk's
+            steps = np.arange(1, horizon + 1, dtype=np.float64)
+            growth = np.sqrt(np.maximum(steps / cfg.max_horizon, 1.0))[None, :, None]  # (1, H, 1)
+            median = q[:, :, med : med + 1]
+            q = (median + (q - median) * growth).astype(np.float32)
+        return q
 
     def rollout(self, state: ForecastState, horizon: int) -> np.ndarray:
         """Quantiles (B, horizon, Q) in original units, float64."""
@@ -297,9 +398,7 @@ def concat_states(states: Sequence[ForecastState]) -> ForecastState:
     return ForecastState(
         h=np.concatenate([s.h for s in states], axis=1),
         c=np.concatenate([s.c for s in states], axis=1),
-        scaling=Scaling(
-            loc=np.concatenate([s.scaling.loc for s in states]), scale=np.concatenate([s.scaling.scale for s in states])
-        ),
+        scaling=Scaling.concat([s.scaling for s in states]),
         season_length=np.concatenate([s.season_length for s in states]),
         recent=np.concatenate([s.recent for s in states]),
         position=np.concatenate([s.position for s in states]),
@@ -313,7 +412,7 @@ class ForecastItem:
 
     series: Sequence[float]
     horizon: int
-    season_length: int
+    season_length: int  # resolved (given or detected: see ForecastEngine.season_length)
 
 
 @dataclass
@@ -334,6 +433,17 @@ class ForecastEngine:
     def _run(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         y, h, c = self.session.run(None, {"x": x, "h0": h0, "c0": c0})
         return y, h, c
+
+    def season_length(self, history: Sequence[float] | np.ndarray, season_length: int | None) -> tuple[int, str]:
+        """(season length to use, where it came from: "request", "detected" or "default"): an explicit value wins;
+        otherwise the season detected in the history (seasonality.py), or the model's default when none is found."""
+        if season_length is not None:
+            return season_length, "request"
+        cfg = self.config
+        found = detect_season(np.asarray(history, dtype=np.float64), cfg.max_season_length, cfg.season_threshold)
+        if found.season_length > 1:
+            return found.season_length, "detected"
+        return cfg.default_season_length, "default"
 
     def prefill(self, history: list[float] | np.ndarray, season_length: int) -> ForecastState:
         """State after reading one history (for sessions: keep it and `observe` new values later)."""

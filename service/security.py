@@ -1,7 +1,8 @@
 """The HTTP edge: API keys, request-size limit and CORS, as ASGI middleware.
 
 API keys are checked by a middleware, not a per-router dependency, so that a route added later is protected by
-default: only the paths in PUBLIC_PATHS (probes, metrics and the documentation) are open without a key.
+default: only the paths in PUBLIC_PATHS (probes, metrics, the documentation and the playground page, which holds
+no secret and sends the user's key with its API calls) are open without a key.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from .errors import error_body
 from .observability import ASGIApp, Message, Receive, Scope, Send
 
 API_KEY_HEADER = "X-API-Key"
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-PUBLIC_PREFIXES = ("/docs-assets/",)  # swagger-ui / redoc scripts and styles (service/api_docs.py)
+PUBLIC_PATHS = frozenset(
+    {"/", "/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+# swagger-ui / redoc scripts and styles (service/api_docs.py); the playground's script and style
+# (service/routes/playground.py)
+PUBLIC_PREFIXES = ("/docs-assets/", "/playground/")
 
 
 def is_public(path: str) -> bool:

@@ -20,6 +20,7 @@ from .errors import error_body
 from .observability import ASGIApp, Message, Receive, Scope, Send
 
 API_KEY_HEADER = "X-API-Key"
+ADMIN_KEY_HEADER = "X-Admin-Key"
 PUBLIC_PATHS = frozenset(
     {"/", "/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
@@ -30,6 +31,19 @@ PUBLIC_PREFIXES = ("/docs-assets/", "/playground/")
 
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def is_admin(path: str) -> bool:
+    """The /admin/ routes: they take admin keys (CELLSTATE_ADMIN_KEYS) only, and are closed when none is set."""
+    return path == "/admin" or path.startswith("/admin/")
+
+
+def _matches(key: str | None, keys: list[bytes]) -> bool:
+    if key is None:
+        return False
+    given = key.encode()
+    # compare_digest against every key (no early exit): timing does not tell which key nearly matched.
+    return any([hmac.compare_digest(given, k) for k in keys])
 
 
 def presented_key(headers: Headers) -> str | None:
@@ -46,14 +60,11 @@ class APIKeyMiddleware:
         self.keys = keys
 
     def accepts(self, key: str | None) -> bool:
-        if key is None:
-            return False
-        given = key.encode()
-        # compare_digest against every key (no early exit): timing does not tell which key nearly matched.
-        return any([hmac.compare_digest(given, k) for k in self.keys])
+        return _matches(key, self.keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS" or is_public(scope["path"]):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" or is_public(path) or is_admin(path):
             await self.app(scope, receive, send)
             return
         key = presented_key(Headers(scope=scope))
@@ -69,6 +80,50 @@ class APIKeyMiddleware:
         response = JSONResponse(
             error_body(request, "unauthorized", message), 401, headers={"WWW-Authenticate": "Bearer"}
         )
+        await response(scope, receive, send)
+
+
+class AdminKeyMiddleware:
+    """/admin/ routes need an admin key (`X-Admin-Key: <key>`, or `Authorization: Bearer <key>`), never an API key.
+
+    With no admin key configured they are closed: 403 for everyone. Missing or wrong key: 401."""
+
+    def __init__(self, app: ASGIApp, admin_keys: list[bytes], api_keys: list[bytes]) -> None:
+        self.app = app
+        self.admin_keys = admin_keys
+        self.api_keys = api_keys
+
+    @staticmethod
+    def presented(headers: Headers) -> str | None:
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        if headers.get(ADMIN_KEY_HEADER.lower()):
+            return headers[ADMIN_KEY_HEADER.lower()]
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_admin(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        key = self.presented(Headers(scope=scope))
+        if self.admin_keys and _matches(key, self.admin_keys):
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        if not self.admin_keys:
+            status, error = 403, "admin_disabled"
+            message = "admin routes are closed: no admin key is configured (set CELLSTATE_ADMIN_KEYS)"
+        else:
+            status, error = 401, "unauthorized"
+            headers["WWW-Authenticate"] = "Bearer"
+            if key is None:
+                message = f"missing admin key: send `{ADMIN_KEY_HEADER}: <key>` (one of CELLSTATE_ADMIN_KEYS)"
+            elif _matches(key, self.api_keys):
+                message = "an API key does not open admin routes: send an admin key (CELLSTATE_ADMIN_KEYS)"
+            else:
+                message = "invalid admin key"
+        response = JSONResponse(error_body(Request(scope), error, message), status, headers=headers)
         await response(scope, receive, send)
 
 
@@ -124,6 +179,8 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     keys = [k.get_secret_value().encode() for k in settings.api_keys]
     if keys:
         app.add_middleware(APIKeyMiddleware, keys=keys)
+    admin_keys = [k.get_secret_value().encode() for k in settings.admin_keys]
+    app.add_middleware(AdminKeyMiddleware, admin_keys=admin_keys, api_keys=keys)  # always: closed without keys
     if settings.cors_origins:
         # Preflight requests carry no credentials: CORS answers them before the key check.
         app.add_middleware(

@@ -206,6 +206,11 @@
       el("dt", { text: "on disk" }), el("dd", { text: versionText }),
       el("dt", { text: "precision" }), el("dd", { text: precisionOf(model) }),
       el("dt", { text: "created" }), el("dd", { text: model.created_at || "—" }));
+    if (model.limits && Object.keys(model.limits).length) {
+      const text = Object.entries(model.limits).map(([k, v]) => `${k} ${Array.isArray(v) ? v.join("/") : fmt(v)}`).join(", ");
+      dl.append(el("dt", { text: "limits" }), el("dd", { class: "limits", text }));
+    }
+    if (model.stateful !== undefined) dl.append(el("dt", { text: "sessions" }), el("dd", { text: model.stateful ? "yes" : "no" }));
     if (model.tokenizer) dl.append(el("dt", { text: "vocabulary" }), el("dd", { text: `${fmt(model.tokenizer.vocab_size)} ${model.tokenizer.kind || ""} tokens` }));
     return el("article", { class: "card", "data-family": model.family },
       el("div", { class: "family", text: model.family }),
@@ -228,18 +233,30 @@
     const versions = await Promise.all(state.models.map((m) => api("GET", `models/${encodeURIComponent(m.family)}`).catch(() => null)));
     list.replaceChildren(...state.models.map((m, i) => modelCard(m, versions[i])));
     if (!state.models.length) list.append(el("p", { text: "No model is served (see GET /ready)." }));
+    applyModelLimits();
+  }
+
+  // The limits GET /models reports for the served versions (the same values its 422s enforce).
+  function applyModelLimits() {
+    const limitsOf = (family) => state.models.find((m) => m.family === family)?.limits || {};
+    const upTo = (max) => (Number.isInteger(max) ? { type: "integer", minimum: 1, maximum: max } : null);
+    const w = limitsOf("wordlm");
+    applyLimit("gen-max", upTo(w.max_new_tokens));
+    applyLimit("insp-k", upTo(w.max_neurons));
+    applyLimit("nb-k", upTo(w.max_neighbors));
     const wordlm = state.models.find((m) => m.family === "wordlm");
     const h0 = wordlm?.graphs?.step?.inputs?.find((t) => t.name === "h0");
-    const layers = h0 && Number.isInteger(h0.dims?.[0]) ? h0.dims[0] : null;
+    const layers = Number.isInteger(w.layers) ? w.layers : h0 && Number.isInteger(h0.dims?.[0]) ? h0.dims[0] : null;
     if (layers) {
       const select = $("insp-layer");
       const current = select.value;
       select.replaceChildren(...Array.from({ length: layers }, (_, i) => el("option", { value: String(i), text: String(i) })));
       if (Number(current) < layers) select.value = current;
     }
-    const fc = state.models.find((m) => m.family === "forecast");
-    const maxHorizon = fc?.config?.max_horizon ?? fc?.max_horizon;
-    if (Number.isInteger(maxHorizon)) applyLimit("fc-horizon", { type: "integer", minimum: 1, maximum: maxHorizon });
+    const f = limitsOf("forecast");
+    applyLimit("fc-horizon", upTo(f.max_horizon));
+    if (Number.isInteger(f.max_season_length)) $("fc-season").max = f.max_season_length;
+    if (Number.isInteger(f.min_history)) $("fc-history-limit").textContent = `(at least ${f.min_history} numbers, oldest first; or drop a CSV file here)`;
   }
 
   // ---- Generate (streaming) -------------------------------------------------------------------------------------
@@ -715,7 +732,8 @@
       }, 150);
     });
     if (!$("fc-series").value) { $("fc-series").value = SAMPLE_SERIES.join(", "); $("fc-season").value = "12"; }
-    window.playground = { ready: Promise.all([loadSpec(), loadModels()]).then(() => { document.body.dataset.ready = "true"; }) };
+    // The spec first: the limits GET /models reports for the served versions then refine its general ones.
+    window.playground = { ready: loadSpec().then(loadModels).then(() => { document.body.dataset.ready = "true"; }) };
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -215,13 +215,25 @@ def test_page_and_assets_are_open_without_a_key_and_local(server: str) -> None:
     assert "localStorage" not in httpx.get(f"{server}/playground/app.js", timeout=5).text
 
 
-def test_models_panel(page: DevTools) -> None:
+def models_with_key(server: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{server}/models", headers={"X-API-Key": API_KEY}, timeout=5)
+    assert answer.status_code == 200
+    return list(answer.json())
+
+
+def test_models_panel(page: DevTools, server: str) -> None:
     cards = page.js("""[...document.querySelectorAll('#models-list .card')].map(c => ({
         family: c.dataset.family, text: c.textContent}))""")
     assert {c["family"] for c in cards} == {"wordlm", "sentiment", "forecast"}
     wordlm = next(c["text"] for c in cards if c["family"] == "wordlm")
     assert "wordlm-2x400" in wordlm and "test_perplexity" in wordlm and "kneser_ney_5gram" in wordlm
     assert "float32" in wordlm and "v1 (served)" in wordlm
+    # The limits GET /models reports (when it reports them) bound the inputs.
+    limits = {m["family"]: m.get("limits") or {} for m in models_with_key(server)}
+    if "max_horizon" in limits["forecast"]:
+        assert page.js("document.getElementById('fc-horizon').max") == str(limits["forecast"]["max_horizon"])
+    if "layers" in limits["wordlm"]:
+        assert page.js("document.getElementById('insp-layer').options.length") == limits["wordlm"]["layers"]
     shoot(page, "models")
 
 

@@ -8,6 +8,7 @@ status a route can answer is in openapi.json.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -121,6 +122,17 @@ def describe_validation_error(error: dict[str, Any]) -> str:
     return f"{where}: {msg.removeprefix('Value error, ')}"
 
 
+def unparsable_body(cause: BaseException) -> str:
+    """Why a body that is not a JSON syntax error could not be read as JSON."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not valid UTF-8 ({cause.reason} at byte {cause.start}); send JSON encoded as UTF-8"
+    if isinstance(cause, RecursionError):
+        return "JSON nested too deeply to read; nest less"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return f"a number has too many digits (at most {sys.get_int_max_str_digits()})"
+    return f"could not be read as JSON ({type(cause).__name__})"
+
+
 def error_body(request: Request, error: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": error, "message": message, "request_id": _request_id(request), **extra}
 
@@ -129,10 +141,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
+        content_type = request.headers.get("content-type", "")
+        if isinstance(exc.body, bytes) and "json" not in content_type:  # the body was never read as JSON
+            errors = [
+                {
+                    "loc": ("body",),
+                    "type": "content_type",
+                    "msg": f"send JSON with `Content-Type: application/json` (got `{content_type or 'none'}`)",
+                }
+            ]
         messages = [describe_validation_error(e) for e in errors]
         detail = [
             {
-                "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body",
                 "message": m,
                 "type": e.get("type"),
             }
@@ -178,6 +199,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body
+            message = f"body: {unparsable_body(exc.__cause__)}"
+            detail = [{"field": "body", "message": message, "type": "json_invalid"}]
+            return JSONResponse(error_body(request, "validation_error", message, detail=detail), 422)
         kind = {404: "not_found", 405: "method_not_allowed", 409: "conflict", 410: "gone", 503: "unavailable"}.get(
             exc.status_code, "http_error"
         )

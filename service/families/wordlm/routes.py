@@ -55,6 +55,13 @@ SSE_SCHEMA = {
 }  # fmt: skip
 
 
+# Errors that can end a stream after it started (the session was deleted or the store failed while decoding).
+STREAM_ERRORS: dict[type[Exception], str] = {
+    SessionNotFoundError: "session_not_found",
+    SessionStoreUnavailable: "session_store_unavailable",
+}
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Runs inside the app's lifespan (after the models are loaded): one Inspector per served version, made on use.
@@ -120,11 +127,11 @@ async def _events(gen: service.Generation, rid: str | None) -> AsyncIterator[str
         try:
             await gen.finish()
         except Exception as exc:  # the stream has started: report in-band, log the cause with the request id
-            known = isinstance(exc, SessionNotFoundError | SessionStoreUnavailable)
-            if not known:
+            kind = STREAM_ERRORS.get(type(exc))
+            if kind is None:
                 log.exception("generation failed after its stream started (request %s)", rid)
-            kind = type(exc).__name__ if known else "internal_error"
-            yield sse("error", ErrorEvent(error=kind, message=str(exc) if known else "generation failed"))
+            yield sse("error", ErrorEvent(error=kind or "internal_error", message=str(exc) if kind else
+                                          "generation failed (see the server log for this request id)"))  # fmt: skip
             return
         yield sse("done", DoneEvent(finish_reason=gen.finish_reason, usage=gen.usage(),
                                     model=service.model_ref(gen.engine),

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from tests.model_cache import cached_models
 
 SENTENCES = [
     "the cat sat on the mat.",
@@ -43,21 +44,23 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> P
     from training.wordlm.export import export
     from training.wordlm.train import train
 
-    root = tmp_path_factory.mktemp("models")
-    corpus = load_corpus(tiny_corpus)
-    cfg = TrainConfig(
-        epochs=3,
-        batch_size=4,
-        bptt=12,
-        min_count=1,
-        kn_order=3,
-        model={"embedding": 24, "hidden": 24, "layers": 2},
-    )
-    checkpoint = root.parent / "wordlm.pt"
-    with one_torch_thread():
-        train(corpus, cfg, checkpoint)
-        export(checkpoint, root, corpus, curve=False)
-    return root
+    def build(root: Path) -> None:  # the checkpoint stays beside the models: some tests read it
+        corpus = load_corpus(tiny_corpus)
+        cfg = TrainConfig(
+            epochs=3,
+            batch_size=4,
+            bptt=12,
+            min_count=1,
+            kn_order=3,
+            members=1,
+            model={"embedding": 24, "hidden": 24, "layers": 2},
+        )
+        checkpoint = root.parent / "wordlm.pt"
+        with one_torch_thread():
+            train(corpus, cfg, checkpoint)
+            export(checkpoint, root, corpus, curve=False)
+
+    return cached_models("wordlm", build)
 
 
 @pytest.fixture
@@ -79,9 +82,7 @@ def sentiment_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """models/sentiment/1 holding a tiny BiLSTM ensemble trained for seconds on a synthetic separable set."""
     from tests.fixtures_sentiment import build_tiny_sentiment_model
 
-    root = tmp_path_factory.mktemp("sentiment-models")
-    build_tiny_sentiment_model(root)
-    return root
+    return cached_models("sentiment", build_tiny_sentiment_model)
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +90,4 @@ def forecast_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """models/forecast/1 holding a tiny LSTM forecaster trained for seconds on synthetic seasonal series."""
     from tests.fixtures_forecast import build_tiny_forecast_model
 
-    root = tmp_path_factory.mktemp("forecast-models")
-    build_tiny_forecast_model(root)
-    return root
+    return cached_models("forecast", build_tiny_forecast_model)

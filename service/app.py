@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .api_docs import install_docs, operation_id
@@ -24,6 +26,28 @@ from .security import install_security
 log = logging.getLogger("service")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class RequestIdMiddleware:
+    """Take the client's X-Request-ID (or make one), put it in the request state and echo it on the response.
+    Plain ASGI: `@app.middleware("http")` would wrap every request in an extra task and response stream."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = Headers(scope=scope).get(REQUEST_ID_HEADER)
+        rid = (given or uuid.uuid4().hex)[:128]
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 def create_app(settings: Settings | None = None, families: tuple[Family, ...] = FAMILIES) -> FastAPI:
@@ -57,13 +81,7 @@ def create_app(settings: Settings | None = None, families: tuple[Family, ...] = 
     install_security(app, settings)
     install_observability(app, settings)
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        request.state.request_id = rid[:128]
-        response = await call_next(request)
-        response.headers[REQUEST_ID_HEADER] = request.state.request_id
-        return response
+    app.add_middleware(RequestIdMiddleware)  # outermost: every layer inside sees the request id
 
     install_error_handlers(app)
     install_docs(app, [model for family in families for model in family.stream_models])

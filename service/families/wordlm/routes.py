@@ -77,7 +77,7 @@ async def generate(
     body: GenerateRequest, request: Request, runtime: RuntimeDep, rid: RequestIdDep
 ) -> GenerateResponse | Response:
     """Continue a prompt or a session with the word language model (JSON; see /generate/stream for SSE)."""
-    gen = await service.GenerationService(runtime).start(body, rid)
+    gen = await service.GenerationService(runtime).start(body, rid, stream=False)
     watch = asyncio.ensure_future(_disconnected(request))
     done = asyncio.ensure_future(gen.result())
     try:
@@ -113,7 +113,7 @@ def sse(event: str, data: BaseModel) -> str:
 )  # fmt: skip
 async def generate_stream(body: GenerateStreamRequest, runtime: RuntimeDep, rid: RequestIdDep) -> StreamingResponse:
     """Continue a prompt or a session, streamed as Server-Sent Events: one `token` event per piece, then `done`."""
-    gen = await service.GenerationService(runtime).start(body, rid)
+    gen = await service.GenerationService(runtime).start(body, rid, stream=True)
     return StreamingResponse(_events(gen, rid), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 

@@ -187,20 +187,21 @@ class GenerationService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def start(self, body: GenerateStreamRequest, request_id: str | None) -> Generation:
+    async def start(self, body: GenerateStreamRequest, request_id: str | None, stream: bool) -> Generation:
         """Check out the session (if any), build the job and hand it to the decoder. The caller must end the
-        returned generation with `result()`/`pieces()` and `release()` (or `cancel()`)."""
+        returned generation with `result()`/`pieces()` and `release()` (or `cancel()`). Without `stream` the
+        pieces are not handed over one by one (one thread hop per token saved): `result()` waits for the end."""
         runtime = self.runtime
         if body.session_id is None:
             if body.prompt is None:
                 raise RequestError("prompt: field required (unless session_id is given)", field="prompt")
             engine: WordLMEngine = runtime.engine(NAME)  # type: ignore[assignment]
-            return self._submit(self._prepare(body, engine, None, None, request_id))
+            return self._submit(self._prepare(body, engine, None, None, request_id), stream)
         session = await run_in_threadpool(runtime.sessions.checkout, body.session_id)
         try:
             engine = runtime.session_engine(session, NAME)  # type: ignore[assignment]
-            return self._submit(self._prepare(body, engine, session, GenerationState.from_record(session),
-                                              request_id))  # fmt: skip
+            state = GenerationState.from_record(session)
+            return self._submit(self._prepare(body, engine, session, state, request_id), stream)
         except BaseException:
             runtime.sessions.checkin(session.id)
             raise
@@ -230,10 +231,11 @@ class GenerationService:
         job = GenerationJob(generation, feed, lstm, request_id=request_id)
         return Generation(self.runtime, engine, job, prompt, session, state)
 
-    def _submit(self, gen: Generation) -> Generation:
+    def _submit(self, gen: Generation, stream: bool) -> Generation:
         loop = asyncio.get_running_loop()
         put = gen._pieces.put_nowait
-        gen.job.on_piece = lambda piece: loop.call_soon_threadsafe(put, piece)
+        if stream:
+            gen.job.on_piece = lambda piece: loop.call_soon_threadsafe(put, piece)
         gen.job.on_done = lambda _: loop.call_soon_threadsafe(put, None)
         batcher = self.runtime.batchers.get((NAME, gen.engine.model.version))
         if batcher is None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from training.data.sentiment import SentimentData
 
 POSITIVE = ("good", "great", "superb", "fun", "lovely", "charming")
 NEGATIVE = ("bad", "awful", "dull", "boring", "ugly", "tedious")
@@ -25,17 +29,25 @@ def synthetic_texts(n: int, seed: int) -> list[tuple[str, str]]:
     return rows
 
 
+def tiny_sentiment_data() -> SentimentData:
+    """The synthetic data set the tiny model is trained on (480 rows, negative/positive, split with seed 0)."""
+    from training.data.sentiment import DEFAULT_LABELS, Example, make_data
+
+    labels = list(DEFAULT_LABELS)
+    rows = synthetic_texts(480, seed=7)
+    examples = [Example(id=str(i), text=t, label=labels.index(lab)) for i, (t, lab) in enumerate(rows)]
+    return make_data(examples, labels, source="synthetic (tests/fixtures_sentiment.py)", seed=0)
+
+
 def build_tiny_sentiment_model(models_root: Path, ensemble: int = 2) -> Path:
     """Train and export a tiny BiLSTM on synthetic data into `models_root/sentiment/1`; returns that directory."""
     from tests.torch_threads import one_torch_thread
-    from training import sentiment
-    from training.data.sentiment import DEFAULT_LABELS, Example, make_data
+    from training.sentiment.config import PretrainConfig, TrainConfig
+    from training.sentiment.export import export
+    from training.sentiment.train import train
 
-    rows = synthetic_texts(480, seed=7)
-    labels = list(DEFAULT_LABELS)
-    examples = [Example(id=str(i), text=t, label=labels.index(lab)) for i, (t, lab) in enumerate(rows)]
-    data = make_data(examples, labels, source="synthetic (tests/fixtures_sentiment.py)", seed=0)
-    cfg = sentiment.TrainConfig(
+    data = tiny_sentiment_data()
+    cfg = TrainConfig(
         seed=3,
         min_count=1,
         max_tokens=TINY_MAX_TOKENS,
@@ -46,12 +58,12 @@ def build_tiny_sentiment_model(models_root: Path, ensemble: int = 2) -> Path:
         label_smoothing=0.0,
         ensemble=ensemble,
         model={"embedding": 16, "hidden": 16, "dropout_embedding": 0.0, "dropout_input": 0.0},
-        pretrain=sentiment.PretrainConfig(epochs=0),
+        pretrain=PretrainConfig(epochs=0),
     )
     checkpoint = tiny_checkpoint_path(models_root)
     with one_torch_thread():
-        sentiment.train(data, cfg, checkpoint)
-        return sentiment.export(checkpoint, models_root, data, version=1, curve=False)
+        train(data, cfg, checkpoint)
+        return export(checkpoint, models_root, data, version=1, curve=False)
 
 
 def tiny_checkpoint_path(models_root: Path) -> Path:

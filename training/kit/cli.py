@@ -36,11 +36,13 @@ def add_dataclass_args(
             continue
         kind, default = hints[f.name], _default(f)
         name, dest = f"--{(prefix + f.name).replace('_', '-')}", _dest(prefix, f.name)
-        help_text = f.metadata.get("help")
+        help_text = " ".join(filter(None, [f.metadata.get("help"), "(default: %(default)s)"]))
         if dataclasses.is_dataclass(kind):
             add_dataclass_args(parser, kind, prefix=f"{prefix}{f.name}_")  # type: ignore[arg-type]
         elif kind is bool:
-            parser.add_argument(name, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            # BooleanOptionalAction says the default itself.
+            help_bool = f.metadata.get("help", "")
+            parser.add_argument(name, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=help_bool)
         elif typing.get_origin(kind) is Literal:
             choices = typing.get_args(kind)
             parser.add_argument(name, dest=dest, choices=choices, default=default, help=help_text)

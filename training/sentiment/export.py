@@ -1,0 +1,185 @@
+"""Export the ensemble as a model version: one ONNX graph averaging the members' probabilities (float16-stored
+weights by default), checked for parity with PyTorch and for padding invariance before anything is written; every
+metric is measured on the file that is served, beside the baselines'."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.tokenizer import PAD, UNK
+from training.baselines_sentiment import classification_metrics
+from training.data.archives import DEFAULT_CACHE
+from training.data.sentiment import Example, SentimentData, load_out_of_domain
+from training.kit.checkpoint import Checkpoint
+from training.kit.export import (
+    DataSpec,
+    ParityError,
+    TokenizerSpec,
+    check_parity,
+    export_onnx,
+    graph_spec,
+    ort_session,
+    publish_version,
+    round_weights_to_fp16,
+    store_weights_as_fp16,
+)
+from training.kit.plots import curve_figure
+from training.sentiment.encoding import encode, padded_case
+from training.sentiment.evaluate import evaluate_baselines, onnx_probs
+from training.sentiment.model import SentimentConfig
+from training.sentiment.train import FAMILY, load_trained
+
+log = logging.getLogger(__name__)
+
+PARITY_ATOL = 1e-5
+INVARIANCE_ATOL = 1e-5
+INPUTS = ["tokens", "lengths"]
+OUTPUTS = ["probs"]
+DYNAMIC_AXES = {"tokens": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "probs": {0: "batch"}}
+
+
+def parity_cases(vocab_size: int, max_tokens: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Padded batches of mixed lengths, always including length 1 and the maximum length, plus batch 1 alone."""
+    rng = np.random.default_rng(seed)
+
+    def seq(n: int) -> list[int]:
+        return rng.integers(1, vocab_size, size=n).tolist()  # type: ignore[no-any-return]  # ids >= 1: never <pad>
+
+    mixed = [seq(n) for n in (1, max_tokens, 7, 2, 23, 1, 64 if max_tokens > 64 else max_tokens // 2 or 1)]
+    return [
+        padded_case([seq(1)]),
+        padded_case([seq(max_tokens)]),
+        padded_case(mixed),
+        padded_case([seq(int(n)) for n in rng.integers(1, min(max_tokens, 40) + 1, size=16)]),
+    ]
+
+
+def check_padding_invariance(path: Path, cases: Sequence[dict[str, np.ndarray]], atol: float) -> float:
+    """Each text's probabilities alone (unpadded, batch 1) == its row inside the padded batch. Returns max |diff|."""
+    session = ort_session(path)
+    worst = 0.0
+    for feeds in cases:
+        batched = session.run(None, feeds)[0]
+        for i, n in enumerate(feeds["lengths"]):
+            alone_feeds = {"tokens": feeds["tokens"][i : i + 1, :n], "lengths": feeds["lengths"][i : i + 1]}
+            alone = session.run(None, alone_feeds)
+            diff = float(np.max(np.abs(alone[0][0] - batched[i])))
+            worst = max(worst, diff)
+            if not diff <= atol:
+                raise ParityError(
+                    f"padding changes row {i} (length {n}) of a batch {feeds['tokens'].shape}: "
+                    f"max |diff| {diff:.3g} > {atol:g}"
+                )
+    log.info("padding invariance ok: max |diff| %.3g (limit %g)", worst, atol)
+    return worst
+
+
+def save_training_curve(ckpt: Checkpoint, baseline_valid: float | None, path: Path) -> None:
+    title, xlabel = "sentiment BiLSTM fine-tuning", "fine-tuning epoch (dotted: train accuracy, with dropout)"
+    with curve_figure(path, title, xlabel, "accuracy", legend_size=8) as ax:
+        for k, history in enumerate(ckpt.history):
+            epochs = [h["epoch"] for h in history]
+            ax.plot(epochs, [h["valid_accuracy"] for h in history], marker="o", label=f"member {k + 1} (valid)")
+            ax.plot(epochs, [h["train_accuracy"] for h in history], linestyle=":", color=ax.lines[-1].get_color())
+        ax.axhline(ckpt.extra["metrics"]["valid"]["accuracy"], color="black", label="ensemble (valid)")
+        if baseline_valid is not None:
+            ax.axhline(baseline_valid, color="grey", linestyle="--", label="TF-IDF + LR (valid)")
+
+
+def export(
+    checkpoint: Path,
+    models_dir: Path,
+    data: SentimentData,
+    version: int | None = None,
+    cache_dir: Path = DEFAULT_CACHE,
+    curve: bool = True,
+    baselines: bool = True,
+    experiments: list[dict[str, Any]] | None = None,
+    fp16_weights: bool = True,
+) -> Path:
+    """Export to ONNX, check parity and padding invariance, evaluate model and baselines, publish the version.
+
+    With `fp16_weights` the weights are rounded to float16 first and stored as float16 (half the file, float32
+    compute); parity is then checked against the rounded PyTorch model, and every metric is measured on the file.
+    """
+    ensemble, vocab, ckpt = load_trained(checkpoint)
+    if fp16_weights:
+        round_weights_to_fp16(ensemble)
+    provenance = ckpt.extra["data"]
+    if data.sha256 != provenance["sha256"] or data.split["ids_sha256"] != provenance["split"]["ids_sha256"]:
+        raise ValueError("the data or its split differs from the one this checkpoint was trained on")
+    train_cfg = ckpt.train_config
+    model_cfg = SentimentConfig(**ckpt.model_config)
+    max_tokens = train_cfg["max_tokens"]
+    out_of_domain = load_out_of_domain(cache_dir) if data.builtin else {}
+    baseline_metrics = evaluate_baselines(data, out_of_domain) if baselines else {}
+
+    with publish_version(models_dir, FAMILY, version) as staged:
+        onnx_path = staged.path / "model.onnx"
+        cases = parity_cases(model_cfg.vocab_size, max_tokens)
+        example = tuple(torch.from_numpy(v) for v in cases[2].values())
+        export_onnx(ensemble, example, onnx_path, INPUTS, OUTPUTS, DYNAMIC_AXES)
+        if fp16_weights:
+            store_weights_as_fp16(onnx_path)
+        max_diff = check_parity(ensemble, onnx_path, cases, PARITY_ATOL)
+        invariance = check_padding_invariance(onnx_path, cases[2:], INVARIANCE_ATOL)
+
+        # The metrics describe the file that is served: they come from onnxruntime, not from PyTorch.
+        def score(rows: Sequence[Example]) -> dict[str, float]:
+            encoded = encode(rows, vocab, max_tokens)
+            probs = onnx_probs(onnx_path, encoded.ids)
+            return classification_metrics(encoded.labels, probs.argmax(1), len(data.labels))
+
+        trained = ckpt.extra["metrics"]
+        model_metrics: dict[str, Any] = {"test": score(data.test), "valid": score(data.valid)}
+        for name, rows in out_of_domain.items():
+            model_metrics[f"out_of_domain_{name}"] = score(rows)
+        model_metrics["valid_accuracy_per_member"] = trained["valid_accuracy_per_member"]
+        model_metrics["valid_accuracy_pytorch_float32"] = trained["valid"]["accuracy"]
+        model_metrics["onnx_parity_max_abs_diff"] = max_diff
+        model_metrics["padding_invariance_max_abs_diff"] = invariance
+        log.info("model (onnx): %s", {k: v for k, v in model_metrics.items() if k != "valid_accuracy_per_member"})
+        vocab.save(staged.path / "vocab.json")
+        if curve:
+            tfidf_valid = baseline_metrics.get("tfidf_logreg", {}).get("valid", {}).get("accuracy")
+            save_training_curve(ckpt, tfidf_valid, staged.path / "training_curve.png")
+        members = ckpt.extra["members"]
+        staged.describe(
+            name=f"sentiment-bilstm-{model_cfg.layers}x{model_cfg.hidden}" + (f"-x{members}" if members > 1 else ""),
+            description=(
+                "Bidirectional LSTM text classifier (packed sequences, pooling over time"
+                + (f", average of {members} fine-tuned members" if members > 1 else "")
+                + "): tokens + lengths -> class probabilities."
+            ),
+            graphs={"classify": graph_spec(onnx_path)},
+            tokenizer=TokenizerSpec(
+                vocab_file="vocab.json", vocab_size=len(vocab), min_count=train_cfg["min_count"], eos="none"
+            ),
+            config={
+                **model_cfg.to_dict(),
+                "labels": list(data.labels),
+                "max_tokens": max_tokens,
+                "pad_token": PAD,
+                "unk_token": UNK,
+                "members": members,
+                "weights": "float16 storage, float32 compute" if fp16_weights else "float32",
+            },
+            data=DataSpec(source=provenance["source"], sha256=provenance["sha256"], splits=data.split),
+            training={
+                **{k: v for k, v in train_cfg.items() if k != "pretrain"},
+                "pretrain": ckpt.extra["pretrain"],
+                "parameters": ckpt.extra["parameters"],
+                "minutes": round(ckpt.extra["minutes"], 2),
+                "history": ckpt.history,
+                "experiments": experiments or [],
+                "command": "python -m training.sentiment all",
+            },
+            metrics={"model": model_metrics, "baselines": baseline_metrics},
+        )
+    return staged.target

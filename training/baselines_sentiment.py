@@ -23,10 +23,12 @@ from service.tokenizer import tokenize
 
 log = logging.getLogger(__name__)
 
+Labels = Sequence[int] | np.ndarray  # class ids
+
 TFIDF_C_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
 
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], n_labels: int) -> dict[str, float]:
+def classification_metrics(y_true: Labels, y_pred: Labels, n_labels: int) -> dict[str, float]:
     """Accuracy and macro-F1 (F1 averaged over every label, also the ones never predicted)."""
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),

@@ -137,7 +137,8 @@ def embedding_map(model: InspectableModel, words: int, out: Path) -> Path:
     points, explained = pca_2d(unit_rows(model.embeddings[ids]))
     tokens = [model.vocab.itos[i] for i in ids]
     word_class = {w: name for name in MAP_CLASSES for w in WORD_CLASSES[name]}
-    colours = dict(zip(MAP_CLASSES, plt.get_cmap("tab10").colors, strict=False))
+    tab10 = plt.get_cmap("tab10")
+    colours = {name: tab10(i) for i, name in enumerate(MAP_CLASSES)}
     fig, ax = plt.subplots(figsize=(11, 8.5), dpi=90)
     for name in (None, *MAP_CLASSES):
         members = [j for j, t in enumerate(tokens) if word_class.get(t) == name]

@@ -40,7 +40,7 @@ from service.manifest import (
 log = logging.getLogger(__name__)
 
 OPSET = 17
-_DTYPES = {onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32"}
+_DTYPES: dict[int, str] = {onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32"}
 
 
 class ParityError(RuntimeError):
@@ -80,7 +80,7 @@ def graph_spec(path: Path) -> GraphSpec:
     def spec(value: onnx.ValueInfoProto) -> TensorSpec:
         t = value.type.tensor_type
         dims: list[str | int] = [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim]
-        return TensorSpec(name=value.name, dtype=_DTYPES[t.elem_type], dims=dims)  # type: ignore[arg-type,index]
+        return TensorSpec(name=value.name, dtype=_DTYPES[t.elem_type], dims=dims)
 
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     return GraphSpec(

@@ -100,7 +100,7 @@ class BiLSTMClassifier(nn.Module):
         """tokens (B, T), lengths (B,) -> logits (B, classes)."""
         features = self.encode(tokens, lengths)
         features = F.dropout(features, self.config.dropout_output, self.training)
-        return self.head(features)  # type: ignore[no-any-return]
+        return self.head(features)
 
 
 class SentimentProbs(nn.Module):

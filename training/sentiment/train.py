@@ -147,7 +147,7 @@ def train(
 
     ensemble = build_ensemble(model_cfg, members)
     valid_probs = predict_probs(ensemble, valid_set.ids)
-    metrics = {
+    metrics: dict[str, Any] = {
         "valid": classification_metrics(valid_set.labels, valid_probs.argmax(1), len(data.labels)),
         "valid_accuracy_per_member": member_valid,
     }

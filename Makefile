@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: run test lint format models models-wordlm models-sentiment models-forecast clean openapi lock client image-size
+.PHONY: fuzz overload run test lint format models models-wordlm models-sentiment models-forecast clean openapi lock client image-size
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test: $(VENV)/.all  ## lint, type-check and run the whole suite
 	$(BIN)/ruff check service training tests benchmarks scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# A longer schemathesis run than the one in `make test` (tests/e2e/test_schemathesis.py): every operation, 200
+# cases per operation and phase, a new seed each time (CELLSTATE_FUZZ_EXAMPLES / CELLSTATE_FUZZ_SEED override).
+fuzz: $(VENV)/.all  ## schemathesis against a real uvicorn: fails on any 5xx or response the spec does not describe
+	CELLSTATE_FUZZ_EXAMPLES=$${CELLSTATE_FUZZ_EXAMPLES:-200} CELLSTATE_FUZZ_SEED=$${CELLSTATE_FUZZ_SEED:-$$(date +%s)} \
+		$(BIN)/python -m pytest -p no:cacheprovider -rx tests/e2e/test_schemathesis.py
+
+overload: $(VENV)/.all  ## flood /generate, /sentiment and /forecast above capacity, probe /health (BENCHMARKS.md)
+	$(BIN)/python -m benchmarks.overload
 
 lint: $(VENV)/.all
 	$(BIN)/ruff check service training tests benchmarks scripts

@@ -36,10 +36,12 @@ def tiny_checkpoint_path(models_root: Path) -> Path:
 def build_tiny_forecast_model(models_root: Path) -> Path:
     """Train (a few seconds) and export a tiny forecaster into models_root/forecast/1; returns that directory."""
     from tests.torch_threads import one_torch_thread
-    from training import forecast
+    from training.forecast.config import TrainConfig
+    from training.forecast.export import export
+    from training.forecast.train import train
 
     data = tiny_series()
-    cfg = forecast.TrainConfig(
+    cfg = TrainConfig(
         members=2,  # two members: the exported graph is an ensemble, as the default model is
         steps=120,
         batch_size=32,
@@ -52,9 +54,9 @@ def build_tiny_forecast_model(models_root: Path) -> Path:
         eval_every=60,
         warmup=10,
         grad_context=24,
-        ets=False,
+        baselines=False,
     )
     checkpoint = tiny_checkpoint_path(models_root)
     with one_torch_thread():
-        forecast.train(data, cfg, checkpoint)
-        return forecast.export(checkpoint, models_root, data, version=1, cache_dir=models_root.parent)
+        train(data, cfg, checkpoint)
+        return export(checkpoint, models_root, data, version=1, cache_dir=models_root.parent)

@@ -15,7 +15,6 @@ from service.families.forecast.engine import ForecastEngine, Forecaster, Forecas
 from service.manifest import read_manifest
 from service.registry import load_model
 from tests.fixtures_forecast import tiny_checkpoint_path, tiny_series
-from training import forecast
 from training.baselines_forecast import coverage, mase, mase_scale, seasonal_naive, smape
 from training.data.series import (
     HORIZON,
@@ -27,8 +26,9 @@ from training.data.series import (
     seasonal_trend,
     synthetic_series,
 )
+from training.forecast import export as forecast_export
+from training.forecast.model import ForecastEnsemble
 from training.kit.export import ParityError
-from training.models import ForecastEnsemble
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def engine(forecast_models_dir: Path) -> ForecastEngine:
 
 @pytest.fixture(scope="module")
 def torch_model(forecast_models_dir: Path) -> ForecastEnsemble:
-    ensemble, _, _ = forecast.load_checkpoint(tiny_checkpoint_path(forecast_models_dir))
+    ensemble, _, _ = forecast_export.load(tiny_checkpoint_path(forecast_models_dir))
     return ensemble
 
 
@@ -244,6 +244,8 @@ def test_manifest_carries_every_serving_rule_and_the_evaluation(forecast_models_
     assert {"mase", "smape", "coverage"} <= metrics["model"].keys()
     assert "seasonal_naive" in metrics["baselines"]
     assert len(metrics["test"]["per_series"]) == len(tiny_series().series)
+    assert cfg["measured_horizon"] == max(s.horizon for s in tiny_series().series)
+    assert cfg["horizon_limit"] >= 500 and cfg["scaling"]["rule"] == "log_standardize"
     assert manifest.data.sha256 == tiny_series().sha256
     assert "forecasts.png" in manifest.files
 
@@ -254,9 +256,9 @@ def test_failed_parity_publishes_nothing(
     def broken(*args: object, **kwargs: object) -> float:
         raise ParityError("simulated mismatch")
 
-    monkeypatch.setattr(forecast, "check_parity", broken)
+    monkeypatch.setattr(forecast_export, "check_parity", broken)
     with pytest.raises(ParityError):
-        forecast.export(tiny_checkpoint_path(forecast_models_dir), tmp_path, tiny_series(), cache_dir=tmp_path)
+        forecast_export.export(tiny_checkpoint_path(forecast_models_dir), tmp_path, tiny_series(), cache_dir=tmp_path)
     assert not any((tmp_path / "forecast").glob("[0-9]*"))
 
 

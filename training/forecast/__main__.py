@@ -1,0 +1,82 @@
+"""Global LSTM forecaster with quantiles: data -> train -> evaluate -> export.
+
+    python -m training.forecast train  [--data FILE.csv] [--steps N] ... --checkpoint runs/forecast.pt
+    python -m training.forecast export --checkpoint runs/forecast.pt [--models-dir models]
+    python -m training.forecast all    [train options]            # what `make models-forecast` runs
+
+Every field of the training config is a flag (`train --help` lists them). Training data: every unreserved real
+series (fpp2, fpp3, statsmodels) plus synthetic series (training/data/synthetic.py); the reserved R `datasets` and
+`forecast` collections are scored at export only. The statistical baselines (ETS, ARIMA, Theta per series) are
+fitted in a second process while `all` trains, and cached under --cache-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+from training.data.series import SeriesSet, load_reserved_series, load_series
+from training.forecast.config import TrainConfig
+from training.forecast.evaluate import baseline_forecasts
+from training.forecast.export import export
+from training.forecast.train import train
+from training.kit.cli import add_dataclass_args, dataclass_from_args
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.forecast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="train the ensemble and save a checkpoint")
+    p_export = sub.add_parser("export", help="evaluate a checkpoint on the test horizons and publish it")
+    p_all = sub.add_parser("all", help="train, then export")
+    for p in (p_train, p_all):
+        add_dataclass_args(p.add_argument_group("training"), TrainConfig)
+    for p in (p_train, p_export, p_all):
+        p.add_argument(
+            "--data",
+            type=Path,
+            help="CSV of series (series_id,value[,season_length][,horizon]) instead of the default series",
+        )
+        p.add_argument("--checkpoint", type=Path, default=Path("runs/forecast.pt"))
+    for p in (p_export, p_all):
+        p.add_argument("--models-dir", type=Path, default=Path("models"))
+        p.add_argument("--version", type=int, help="version number (default: next free)")
+        p.add_argument("--cache-dir", type=Path, default=Path("data"), help="cache of the statistical baselines")
+        p.add_argument("--docs-dir", type=Path, help="also write the plot and tables here (e.g. docs)")
+    return parser
+
+
+def _baselines(data: SeriesSet, reserved: SeriesSet | None, cache_dir: Path) -> None:
+    for part in (reserved, data):
+        if part is not None:
+            baseline_forecasts(part.series, cache_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(1)  # LSTM steps are small: more threads only add contention
+    data = load_series(args.data)
+    reserved = load_reserved_series() if args.data is None else None
+    if args.command in ("train", "all"):
+        cfg = dataclass_from_args(TrainConfig, args)
+        if args.command == "all" and cfg.baselines:
+            # The baselines need only the data: fit them in a second process while this one trains.
+            with ProcessPoolExecutor(max_workers=1) as background:
+                fits = background.submit(_baselines, data, reserved, args.cache_dir)
+                train(data, cfg, args.checkpoint)
+                fits.result()
+        else:
+            train(data, cfg, args.checkpoint)
+    if args.command in ("export", "all"):
+        print(export(args.checkpoint, args.models_dir, data, args.version, args.cache_dir, args.docs_dir, reserved))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Export: evaluate a checkpoint on the test horizons (and the reserved series), write the ONNX step model, check
+parity with PyTorch, and publish `models/forecast/<version>/` with every serving rule and figure in its manifest."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.families.forecast.engine import Forecaster
+from service.manifest import DataSpec
+from training.data.series import SeriesSet
+from training.forecast.config import FAMILY, FEATURES, TrainConfig
+from training.forecast.evaluate import evaluate, measured_horizon, plot_forecasts, tables, torch_runner
+from training.forecast.model import ForecastEnsemble, build_ensemble
+from training.kit.checkpoint import Checkpoint, load_checkpoint
+from training.kit.export import check_parity, export_onnx, graph_spec, publish_version
+
+log = logging.getLogger("training.forecast")
+
+PARITY_ATOL = 1e-4
+PLOT_NAMES = ["datasets/AirPassengers", "forecast/gas", "datasets/JohnsonJohnson", "datasets/lynx", "datasets/nottem"]
+
+
+def load(path: Path) -> tuple[ForecastEnsemble, TrainConfig, Checkpoint]:
+    ckpt = load_checkpoint(path, FAMILY)
+    train_cfg = dict(ckpt.train_config)
+    train_cfg["quantiles"] = tuple(train_cfg["quantiles"])
+    return build_ensemble(ckpt.model_config, ckpt.model_state), TrainConfig(**train_cfg), ckpt
+
+
+def parity_cases(ensemble: ForecastEnsemble, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Batch 1 and 5, sequence 1 and 37, with non-zero incoming state."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for batch in (1, 5):
+        for seq in (1, 37):
+            state = (ensemble.layers, batch, ensemble.state_hidden)
+            cases.append(
+                {
+                    "x": rng.standard_normal((batch, seq, len(FEATURES))).astype(np.float32),
+                    "h0": (rng.standard_normal(state) * 0.5).astype(np.float32),
+                    "c0": (rng.standard_normal(state) * 0.5).astype(np.float32),
+                }
+            )
+    return cases
+
+
+def _metric_block(summary: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k.removeprefix(prefix): v for k, v in summary.items() if k.startswith(prefix)}
+
+
+def export(
+    checkpoint: Path,
+    models_dir: Path,
+    data: SeriesSet,
+    version: int | None = None,
+    cache_dir: Path = Path("data"),
+    docs_dir: Path | None = None,
+    reserved: SeriesSet | None = None,
+) -> Path:
+    """Evaluate on the test horizons, export the ensemble to ONNX, check parity, publish the version."""
+    ensemble, cfg, ckpt = load(checkpoint)
+    extra = ckpt.extra
+    if data.sha256 != extra["data"]["sha256"]:
+        raise ValueError("the series differ from the ones this checkpoint was trained on")
+    serving = cfg.serving(ensemble.state_hidden, measured_horizon(data))
+    forecaster = Forecaster(serving, torch_runner(ensemble))
+    started = time.monotonic()
+    metrics, plots = evaluate(forecaster, data, reserved, cache_dir, baselines=cfg.baselines)
+    table = tables(metrics)
+    log.info("test horizons (%.1f s):\n%s", time.monotonic() - started, table)
+
+    with publish_version(models_dir, FAMILY, version) as staged:
+        onnx_path = staged.path / "model.onnx"
+        cases = parity_cases(ensemble)
+        export_onnx(
+            ensemble,
+            tuple(torch.from_numpy(v) for v in cases[-1].values()),
+            onnx_path,
+            ["x", "h0", "c0"],
+            ["y", "hn", "cn"],
+            {
+                "x": {0: "batch", 1: "seq"},
+                "h0": {1: "batch"},
+                "c0": {1: "batch"},
+                "y": {0: "batch", 1: "seq"},
+                "hn": {1: "batch"},
+                "cn": {1: "batch"},
+            },
+        )
+        max_diff = check_parity(ensemble, onnx_path, cases, PARITY_ATOL)
+        plot_forecasts(forecaster, reserved, plots, staged.path / "forecasts.png", PLOT_NAMES)
+        if docs_dir is not None:
+            docs_dir.mkdir(parents=True, exist_ok=True)
+            plot_forecasts(forecaster, reserved, plots, docs_dir / "forecast_examples.png", PLOT_NAMES)
+            (docs_dir / "forecast_table.md").write_text(table)
+        members = ckpt.history
+        summary = metrics["test"]["all"]
+        baselines = {"seasonal_naive": _metric_block(summary, "naive_")}
+        if cfg.baselines:
+            baselines |= {m: _metric_block(summary, f"{m}_") for m in ("ets", "arima", "theta")}
+        staged.describe(
+            name=f"forecast-lstm-{len(members)}x{cfg.layers}x{cfg.hidden}",
+            description="Global LSTM forecaster with 0.1/0.5/0.9 quantiles (step model: prefill a scaled history, "
+            "then roll the horizon out one step per call feeding back the median).",
+            graphs={"step": graph_spec(onnx_path)},
+            config={
+                **serving.to_manifest(),
+                "model": {**ckpt.model_config, "combine": "mean of members' quantiles"},
+            },
+            data=DataSpec(
+                source=extra["data"]["source"],
+                sha256=extra["data"]["sha256"],
+                splits={
+                    **extra["data"]["summary"],
+                    "method": "per series: test = last H points, validation = the H before (model selection), "
+                    "train = the rest; H = the series' horizon (18 monthly, 8 quarterly, 6 yearly, 13 weekly, "
+                    "14 daily)",
+                    "synthetic": {**extra["synthetic"], "use": "training only (augmentation), never scored"},
+                    "reserved": {
+                        "source": reserved.source if reserved is not None else None,
+                        "series": [s.name for s in reserved.series] if reserved is not None else [],
+                        "use": "evaluation only: never trained or selected on",
+                    },
+                },
+            ),
+            training={
+                **ckpt.train_config,
+                "parameters": extra["parameters"],
+                "minutes": round(extra["minutes"], 2),
+                "members": [{"seed": m["seed"], "history": m["history"]} for m in members],
+                "command": "python -m training.forecast all",
+            },
+            metrics={
+                "model": {
+                    **_metric_block(summary, "lstm_"),
+                    "series": summary["series"],
+                    "onnx_parity_max_abs_diff": max_diff,
+                },
+                "baselines": baselines,
+                "measured_horizon": serving.quality_horizon,
+                **metrics,
+            },
+        )
+    return staged.target

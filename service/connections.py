@@ -234,6 +234,22 @@ class GuardedH11Protocol(H11Protocol):
             self._close()
         return super().eof_received()
 
+    # ---- malformed requests ----
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn answers a request h11 cannot parse (`Content-Length: abc`, a bad request line or header) in plain
+        text; answer with the usual JSON error instead, and close."""
+        self._cancel_header_timer()
+        self._cancel_body_timer()
+        if self.cycle is not None and self.cycle.response_started:
+            self._close()  # mid-response (a malformed chunk while streaming): nothing more can be said
+            return
+        message = (
+            "invalid HTTP/1.1 request: malformed request line, header or Content-Length/Transfer-Encoding, "
+            "or headers larger than 16 KiB"
+        )
+        self.transport.write(_raw_response(400, "Bad Request", "bad_request", message))
+        self.transport.close()
+
     # ---- deadlines ----
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()

@@ -161,6 +161,28 @@ def test_a_body_shorter_than_its_content_length_gets_408(deadlines: tuple[int, P
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000,  # unfinished past 16 KiB
+        b"GARBAGE\r\n\r\n",
+    ],
+    ids=["content-length-abc", "content-length-negative", "unfinished-headers-over-16k", "bad-request-line"],
+)
+def test_a_malformed_request_gets_a_json_400(deadlines: tuple[int, Path], head: bytes) -> None:
+    port, _ = deadlines
+    with connect(port) as sock:
+        sock.sendall(head)
+        data, took = read_until_closed(sock)
+    status, headers, body = parse(data)
+    assert status == 400 and headers["content-type"] == "application/json" and headers["connection"] == "close"
+    assert body["error"] == "bad_request" and "invalid HTTP/1.1 request" in str(body["message"])
+    assert took < 1.0
+
+
+@pytest.mark.e2e
 def test_a_complete_request_is_served_and_the_idle_keep_alive_connection_then_closed(
     deadlines: tuple[int, Path],
 ) -> None:

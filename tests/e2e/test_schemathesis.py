@@ -44,14 +44,6 @@ CHECKS_CONFIG = "\n".join(
         f"negative_data_rejection.expected-statuses = {REJECTION_STATUSES}",
     ]
 )
-# Known spec gap (reported on issue 14): schemathesis validates each SSE event of /generate/stream
-# ({"event": ..., "data": ...}) against the text/event-stream schema, which the spec gives as `type: string` with
-# `x-events` (ST108). Checked on its own by test_stream_events_match_the_spec (xfail), so that the rest stays strict.
-KNOWN_GAPS = """
-[[operations]]
-include-path = "/generate/stream"
-checks.response_schema_conformance.enabled = false
-"""
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +60,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert "Traceback" not in log.read_text(errors="replace"), log.read_text(errors="replace")[-5000:]
 
 
-def schemathesis(url: str, tmp: Path, *args: str, known_gaps: str = KNOWN_GAPS) -> subprocess.CompletedProcess[str]:
+def schemathesis(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     config = tmp / "schemathesis.toml"
-    config.write_text(CHECKS_CONFIG + "\n" + known_gaps, encoding="utf-8")
+    config.write_text(CHECKS_CONFIG + "\n", encoding="utf-8")
     command = [str(ST), "--no-color", "--config-file", str(config), "run", f"{url}/openapi.json"]
     command += ["--max-examples", str(EXAMPLES), "--seed", SEED, "--workers", "2", "--request-timeout", "30"]
     command += ["--report", "junit", "--report-dir", str(tmp / "report"), *args]
@@ -97,14 +89,9 @@ def test_every_operation_conforms_to_the_spec(server: str, tmp_path: Path) -> No
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    reason="the text/event-stream schema of /generate/stream is `type: string` + x-events; schemathesis validates "
-    "each parsed event object against it (ST108). Remove this mark once the spec describes the events.",
-    strict=False,
-)
 def test_stream_events_match_the_spec(server: str, tmp_path: Path) -> None:
     only = ["--include-path", "/generate/stream", "--mode", "positive", "--phases", "examples"]
-    result = schemathesis(server, tmp_path, *only, known_gaps="")
+    result = schemathesis(server, tmp_path, *only)
     assert result.returncode == 0, failures_section(result.stdout + result.stderr)
 
 

@@ -12,7 +12,7 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,15 +171,6 @@ def publish_version(models_dir: Path, family: str, version: int | None = None) -
     log.info("published %s", target)
 
 
-def publish_built(
-    models_dir: Path, family: str, build: Callable[[Path], dict[str, Any]], version: int | None = None
-) -> Path:
-    """`publish_version` for a `build(staging_dir) -> manifest fields` callback (code not yet on the block form)."""
-    with publish_version(models_dir, family, version) as staged:
-        staged.describe(**build(staged.path))
-    return staged.target
-
-
 # ---- float16 weight storage ------------------------------------------------------------------------------------------
 @torch.no_grad()
 def round_weights_to_fp16(module: nn.Module) -> None:
@@ -230,7 +221,6 @@ __all__ = [
     "export_onnx",
     "graph_spec",
     "ort_session",
-    "publish_built",
     "publish_version",
     "round_weights_to_fp16",
     "store_weights_as_fp16",

@@ -100,6 +100,8 @@ async def health() -> dict[str, str]:
 
 async def session_store_status(runtime: Runtime) -> SessionStoreStatus:
     kind = runtime.settings.session_store
+    if kind == "memory":  # in this process: nothing to ask, no thread to wait for
+        return SessionStoreStatus(kind=kind, ok=True)
     try:  # its own thread, not the request pool; the store's socket timeout bounds the wait
         await asyncio.to_thread(runtime.sessions.ping)
     except Exception as exc:

@@ -4,7 +4,9 @@ probed every 0.5 s on a fresh connection (as a container healthcheck or a kubele
 Reports the statuses per endpoint (503s with Retry-After are the load shedding), latencies of the answered requests,
 the probes' latencies (p50/p99/max, and how many missed the 2 s a healthcheck allows), the server's resident memory
 (start/peak/end) and the recovery time: from the flood's last answer until 3 consecutive small requests (a
-20-token /generate and a 1-text /sentiment) take at most 1.5 times their latency before the flood.
+20-token /generate and a 1-text /sentiment) take at most 1.5 times their latency before the flood. Then the
+audit's connection abuse, all at once: idle connections, slow-loris headers and bodies shorter than their
+Content-Length (more in all than the connection cap), with what the server did to each and when.
 
 Bounded: a fixed number of requests, each with a client timeout (--timeout), and the whole run with --budget; the
 server is a real `python -m service` (uvicorn) on a free loopback port, stopped by its PID afterwards.
@@ -189,6 +191,94 @@ async def flood(url: str, pid: int, counts: dict[str, int], timeout: float, budg
     }
 
 
+async def hold(host: str, port: int, kind: str, limit: float) -> tuple[str, str, float]:
+    """One connection that never completes its request: `idle` sends nothing, `slow` sends a request line and a
+    header byte every 2 s, `short` sends headers and 10 of the 100 bytes its Content-Length promises. Returns
+    (kind, what the server did, seconds until it closed the connection)."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return kind, "connect failed", 0.0
+    start = time.perf_counter()
+    if kind == "short":
+        writer.write(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n" + b'{"prompt":')  # fmt: skip
+    elif kind == "slow":
+        writer.write(b"POST /generate HTTP/1.1\r\nHost: x\r\n")
+
+    async def drip() -> None:
+        while kind == "slow":
+            await asyncio.sleep(2)
+            writer.write(b"X")
+
+    dripper = asyncio.create_task(drip())
+    try:
+        async with asyncio.timeout(limit):
+            data = await reader.read()
+        outcome = data.split(b"\r\n", 1)[0].decode(errors="replace")[9:] if data else "closed silently"
+    except TimeoutError:
+        outcome = f"still open after {limit:g} s"
+    except OSError:
+        outcome = "reset"
+    finally:
+        dripper.cancel()
+        writer.close()
+    return kind, outcome, time.perf_counter() - start
+
+
+async def connections(url: str, counts: dict[str, int], limit: float) -> dict[str, Any]:
+    """The audit's idle, slow-loris and short-body connections, all at once; /health probed meanwhile."""
+    host, port = url.removeprefix("http://").split(":")
+    port_n = int(port)
+    stop = asyncio.Event()
+    samples = Samples()
+    t0 = time.perf_counter()
+
+    async def probe() -> None:
+        while not stop.is_set():
+            tick = time.perf_counter()
+            status, seconds, _, _ = await request(host, port_n, "GET", "/health", None, PROBE_TIMEOUT_S)
+            samples.probes.append((tick - t0, seconds if status == 200 else None))
+            await asyncio.sleep(max(0.0, PROBE_EVERY_S - (time.perf_counter() - tick)))
+
+    prober = asyncio.create_task(probe())
+    kinds = [kind for kind in ("slow", "short", "idle") for _ in range(counts[kind])]  # the idle ones last
+    held = []
+    for kind in kinds:  # opened one after the other, so that the over-cap ones are the last idle ones
+        held.append(asyncio.create_task(hold(host, port_n, kind, limit)))
+        await asyncio.sleep(0)
+    outcomes = await asyncio.gather(*held)
+    stop.set()
+    await prober
+    return {"outcomes": outcomes, "probes": samples.probes}
+
+
+def connections_report(result: dict[str, Any], counts: dict[str, int]) -> list[str]:
+    names = {"idle": "idle (sends nothing)", "slow": "slow-loris (a header byte every 2 s)",
+             "short": "body shorter than its Content-Length"}  # fmt: skip
+    lines = [
+        "",
+        f"Connections ({sum(counts.values()):,} at once, default deadlines and cap; `/health` probed meanwhile):",
+        "",
+        "| connection | opened | what the server did | closed after p50 (s) | max (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for kind in ("idle", "slow", "short"):
+        mine = [o for o in result["outcomes"] if o[0] == kind]
+        what = Counter(o[1] for o in mine)
+        shown = ", ".join(f"{w} × {n}" for w, n in what.most_common())
+        times = [o[2] for o in mine]
+        lines.append(f"| {names[kind]} | {len(mine):,} | {shown} | {statistics.median(times):.1f} | "
+                     f"{max(times):.1f} |")  # fmt: skip
+    answered = [lat for _, lat in result["probes"] if lat is not None]
+    missed = sum(1 for _, lat in result["probes"] if lat is None)
+    if answered:
+        lines += ["", f"`/health` meanwhile: {len(answered)} of {len(result['probes'])} probes answered within "
+                  f"{PROBE_TIMEOUT_S:g} s ({missed} missed), p50 {1000 * statistics.median(answered):.1f} ms, "
+                  f"max {1000 * max(answered):.1f} ms."]  # fmt: skip
+    return lines
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
@@ -266,22 +356,32 @@ def main() -> None:
     parser.add_argument("--forecast", type=int, default=300)
     parser.add_argument("--timeout", type=float, default=120.0, help="client timeout per request (s)")
     parser.add_argument("--budget", type=float, default=180.0, help="the whole flood at most this long (s)")
+    parser.add_argument("--idle", type=int, default=2_000, help="idle connections in the connections phase")
+    parser.add_argument("--slow", type=int, default=250, help="slow-loris connections")
+    parser.add_argument("--short", type=int, default=250, help="connections with a short body")
     parser.add_argument("--quick", action="store_true", help="30 of each, nothing written")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args()
     counts = {"/generate": args.generate, "/sentiment": args.sentiment, "/forecast": args.forecast}
+    held = {"idle": args.idle, "slow": args.slow, "short": args.short}
     if args.quick:
         counts = dict.fromkeys(counts, 30)
+        held = dict.fromkeys(held, 30)
     env = {**os.environ, "CELLSTATE_LOG_LEVEL": "warning", "CELLSTATE_ACCESS_LOG": "false",
            "CELLSTATE_MODELS_DIR": str(REPO / "models")}  # fmt: skip
     logs = REPO / "runs" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     with live_server(sys.executable, REPO, env, log_file=logs / "overload.log") as (url, proc):
         result = asyncio.run(flood(url, proc.pid, counts, args.timeout, args.budget))
+        held_result = asyncio.run(connections(url, held, limit=60))
+    log_lines = (logs / "overload.log").read_text(errors="replace").splitlines()
     names = sorted(k for k in os.environ if k.startswith("CELLSTATE_") and k not in ("CELLSTATE_MODELS_DIR",))
     settings = ("default settings" if not names
                 else "default settings except " + ", ".join(f"`{k}={os.environ[k]}`" for k in names))  # fmt: skip
     text = report(result, counts, args.timeout, settings)
+    text += "\n".join(connections_report(held_result, held)) + "\n"
+    tracebacks = sum(1 for line in log_lines if line.startswith("Traceback"))
+    text += f"\nServer log over the whole run (level warning): {len(log_lines)} lines, {tracebacks} tracebacks.\n"
     print(text)
     print("rounds after the flood (ms):", [(round(1000 * g), round(1000 * s)) for g, s in result["rounds"][:40]])
     if not args.quick:

@@ -45,7 +45,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> P
     from training.wordlm.train import train
 
     def build(root: Path) -> None:  # the checkpoint stays beside the models: some tests read it
-        corpus = load_corpus(tiny_corpus)
+        corpus = load_corpus(tiny_corpus, eos="line")  # one sentence a line: <eos> after each, as before paragraphs
         cfg = TrainConfig(
             epochs=3,
             batch_size=4,

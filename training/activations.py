@@ -11,6 +11,9 @@ the gates. This graph is one step (one token) of the whole stack; a reader walks
 
 `export_activations` writes `activations.onnx` and `embeddings.npy` (the input embedding matrix, for nearest
 neighbours) into a version directory being built, after checking the graph against the trained `nn.LSTM`s.
+
+An ensemble's graph is its members' graphs side by side, their layers stacked as in the step model's state (member k
+holds layers k*L .. k*L+L-1), and its embeddings are the members' matrices side by side (V, K*E).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import Tensor, nn
 
 from service.manifest import GraphSpec
 from training.kit.export import ParityError, export_onnx, graph_spec, ort_session
-from training.wordlm.model import WordLM
+from training.wordlm.model import WordLM, WordLMEnsemble
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,34 @@ class WordLMActivationStep(nn.Module):
         return torch.stack(hiddens), torch.stack(cells), torch.stack(gates)
 
 
+class EnsembleActivationStep(nn.Module):
+    """The members' one-step graphs side by side: member k reads and writes state rows k*L .. k*L+L-1."""
+
+    def __init__(self, ensemble: WordLMEnsemble) -> None:
+        super().__init__()
+        self.steps = nn.ModuleList(WordLMActivationStep(member) for member in ensemble.members)
+        self.layers = ensemble.config.layers
+
+    def forward(self, tokens: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        hidden, cell, gates = [], [], []
+        for k, step in enumerate(self.steps):
+            rows = slice(k * self.layers, (k + 1) * self.layers)
+            h, c, g = step(tokens, h0[rows], c0[rows])
+            hidden.append(h)
+            cell.append(c)
+            gates.append(g)
+        return torch.cat(hidden), torch.cat(cell), torch.cat(gates)
+
+
+def _state_layers(model: WordLM | WordLMEnsemble) -> int:
+    return model.state_layers if isinstance(model, WordLMEnsemble) else model.config.layers
+
+
+def _embeddings(model: WordLM | WordLMEnsemble) -> np.ndarray:
+    members = model.members if isinstance(model, WordLMEnsemble) else [model]
+    return torch.cat([m.embed.weight.detach() for m in members], dim=1).numpy().astype(np.float32)  # (V, K*E)
+
+
 @dataclass
 class ActivationsExport:
     graph: GraphSpec
@@ -103,11 +134,25 @@ def parity_sequences(vocab_size: int, layers: int, hidden: int, seed: int = 0) -
 
 
 @torch.no_grad()
-def reference_states(model: WordLM, tokens: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def reference_states(
+    model: WordLM | WordLMEnsemble, tokens: Tensor, h0: Tensor, c0: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """What the trained nn.LSTMs say, layer by layer (eval mode: no dropout).
 
     Returns h for every step from each layer's whole-sequence output (B, T, L, H), c of every step from the same
-    nn.LSTM run one step at a time (B, T, L, H), and c after the whole-sequence run (L, B, H)."""
+    nn.LSTM run one step at a time (B, T, L, H), and c after the whole-sequence run (L, B, H). For an ensemble,
+    the members' layers one after the other (L = K x the member's layers)."""
+    if isinstance(model, WordLMEnsemble):
+        layers = model.config.layers
+        parts = [
+            reference_states(m, tokens, h0[k * layers : (k + 1) * layers], c0[k * layers : (k + 1) * layers])
+            for k, m in enumerate(model.members)
+        ]
+        return (
+            torch.cat([p[0] for p in parts], 2),
+            torch.cat([p[1] for p in parts], 2),
+            torch.cat([p[2] for p in parts]),
+        )
     model.eval()
     x = model.embed(tokens)  # (B, T, E)
     steps = tokens.size(1)
@@ -127,7 +172,10 @@ def reference_states(model: WordLM, tokens: Tensor, h0: Tensor, c0: Tensor) -> t
 
 
 def check_activation_parity(
-    model: WordLM, session: ort.InferenceSession, cases: list[dict[str, np.ndarray]], atol: float = PARITY_ATOL
+    model: WordLM | WordLMEnsemble,
+    session: ort.InferenceSession,
+    cases: list[dict[str, np.ndarray]],
+    atol: float = PARITY_ATOL,
 ) -> tuple[float, float]:
     """Walk each sequence through the graph token by token and compare with nn.LSTM; raise ParityError past `atol`.
 
@@ -163,14 +211,16 @@ def check_activation_parity(
     return worst_state, worst_gates
 
 
-def export_activations(model: WordLM, out: Path, step: nn.Module | None = None) -> ActivationsExport:
+def export_activations(model: WordLM | WordLMEnsemble, out: Path, step: nn.Module | None = None) -> ActivationsExport:
     """Write activations.onnx and embeddings.npy into `out` (a version being built); raises ParityError, leaving
     neither file behind, when the graph disagrees with the model. `step` overrides the module exported (tests)."""
     cfg = model.config
+    layers = _state_layers(model)
     model.eval()
-    step = step if step is not None else WordLMActivationStep(model)
+    if step is None:
+        step = EnsembleActivationStep(model) if isinstance(model, WordLMEnsemble) else WordLMActivationStep(model)
     path, embeddings_path = out / GRAPH_FILE, out / EMBEDDINGS_FILE
-    case = parity_sequences(cfg.vocab_size, cfg.layers, cfg.hidden)[1]
+    case = parity_sequences(cfg.vocab_size, layers, cfg.hidden)[1]
     example = tuple(torch.from_numpy(v) for v in (case["tokens"][:, :1], case["h0"], case["c0"]))
     try:
         export_onnx(
@@ -181,9 +231,9 @@ def export_activations(model: WordLM, out: Path, step: nn.Module | None = None) 
             OUTPUTS,
             {name: {0: "batch"} if name == "tokens" else {1: "batch"} for name in INPUTS + OUTPUTS},
         )
-        cases = parity_sequences(cfg.vocab_size, cfg.layers, cfg.hidden)
+        cases = parity_sequences(cfg.vocab_size, layers, cfg.hidden)
         max_diff, gate_diff = check_activation_parity(model, ort_session(path), cases)
-        np.save(embeddings_path, model.embed.weight.detach().numpy().astype(np.float32), allow_pickle=False)
+        np.save(embeddings_path, _embeddings(model), allow_pickle=False)
     except BaseException:
         path.unlink(missing_ok=True)
         embeddings_path.unlink(missing_ok=True)

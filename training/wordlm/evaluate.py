@@ -13,12 +13,12 @@ from service.tokenizer import Vocab
 from training.baselines import KneserNeyLM
 from training.data.text import Corpus
 from training.wordlm.data import get_batch
-from training.wordlm.model import WordLM
+from training.wordlm.model import WordLM, WordLMEnsemble
 
 log = logging.getLogger(__name__)
 
 
-def perplexity(model: WordLM, source: Tensor, bptt: int = 70) -> float:
+def perplexity(model: WordLM | WordLMEnsemble, source: Tensor, bptt: int = 70) -> float:
     """Perplexity over a batchified split, carrying the state through it."""
     model.eval()
     state = model.init_state(source.size(1))

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.tokenizer import EOS, UNK
+from service.tokenizer import EOS, UNK, EosMode
 from training.activations import export_activations
 from training.data.text import Corpus
 from training.kit.export import DataSpec, TokenizerSpec, check_parity, export_onnx, graph_spec, publish_version
 from training.kit.plots import curve_figure
 from training.wordlm.evaluate import kneser_ney_baseline
-from training.wordlm.model import WordLMConfig, WordLMStep
+from training.wordlm.model import WordLMConfig, WordLMEnsemble, WordLMStep
 from training.wordlm.train import FAMILY, load_trained
 
 log = logging.getLogger(__name__)
@@ -34,27 +34,39 @@ DYNAMIC_AXES = {
 }
 
 
-def parity_cases(cfg: WordLMConfig, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Batch 1 and 8, sequence 1 and 37, with non-zero incoming state."""
+def parity_cases(cfg: WordLMConfig, seed: int = 0, layers: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Batch 1 and 8, sequence 1 and 37, with non-zero incoming state of `layers` (default: the config's) layers."""
     rng = np.random.default_rng(seed)
+    layers = layers or cfg.layers
     cases = []
     for batch in (1, 8):
         for seq in (1, 37):
             cases.append(
                 {
                     "tokens": rng.integers(0, cfg.vocab_size, size=(batch, seq), dtype=np.int64),
-                    "h0": rng.standard_normal((cfg.layers, batch, cfg.hidden)).astype(np.float32) * 0.5,
-                    "c0": rng.standard_normal((cfg.layers, batch, cfg.hidden)).astype(np.float32) * 0.5,
+                    "h0": rng.standard_normal((layers, batch, cfg.hidden)).astype(np.float32) * 0.5,
+                    "c0": rng.standard_normal((layers, batch, cfg.hidden)).astype(np.float32) * 0.5,
                 }
             )
     return cases
 
 
-def save_training_curve(history: list[dict[str, Any]], path: Path, baseline_valid: float | None) -> None:
-    epochs = [h["epoch"] for h in history]
+def save_training_curve(
+    history: list[dict[str, Any]],
+    path: Path,
+    baseline_valid: float | None,
+    members: list[list[dict[str, Any]]] | None = None,
+    ensemble_valid: float | None = None,
+) -> None:
+    """Train and valid perplexity per epoch; of every member and the ensemble's valid figure when `members` given."""
     with curve_figure(path, "word LM training", "epoch", "perplexity") as ax:
-        ax.plot(epochs, [h["train_perplexity"] for h in history], label="train (with dropout)")
-        ax.plot(epochs, [h["valid_perplexity"] for h in history], label="valid")
+        for k, member in enumerate(members or [history]):
+            epochs = [h["epoch"] for h in member]
+            suffix = f" (member {k + 1})" if members else ""
+            ax.plot(epochs, [h["train_perplexity"] for h in member], label=f"train, with dropout{suffix}")
+            ax.plot(epochs, [h["valid_perplexity"] for h in member], label=f"valid{suffix}")
+        if ensemble_valid is not None:
+            ax.axhline(ensemble_valid, color="black", label="ensemble (valid)")
         if baseline_valid is not None:
             ax.axhline(baseline_valid, color="grey", linestyle="--", label="Kneser-Ney 5-gram (valid)")
         ax.set_yscale("log")
@@ -64,29 +76,52 @@ def export(checkpoint: Path, models_dir: Path, corpus: Corpus, version: int | No
     """Export the checkpoint's model to ONNX, check parity, measure the baseline, publish the version."""
     model, vocab, ckpt = load_trained(checkpoint)
     provenance = ckpt.extra["corpus"]
-    if corpus.sha256 != provenance["sha256"]:
-        raise ValueError("the corpus differs from the one this checkpoint was trained on")
+    eos: EosMode = provenance.get("eos", "line")  # checkpoints from before the eos setting were trained on lines
+    if corpus.sha256 != provenance["sha256"] or corpus.eos != eos:
+        raise ValueError(
+            f"the corpus differs from the one this checkpoint was trained on (text, or eos {corpus.eos} vs {eos})"
+        )
     train_cfg = ckpt.train_config
     cfg = model.config
+    members = len(model.members) if isinstance(model, WordLMEnsemble) else 1
+    layers = members * cfg.layers  # of the state: an ensemble's members are stacked along the layer axis
+    member_runs = ckpt.extra.get("member_runs", [])
     step = WordLMStep(model)
     baseline = kneser_ney_baseline(corpus, vocab, train_cfg["kn_order"])
 
     with publish_version(models_dir, FAMILY, version) as staged:
         onnx_path = staged.path / "model.onnx"
-        example = tuple(torch.from_numpy(v) for v in parity_cases(cfg)[1].values())
+        example = tuple(torch.from_numpy(v) for v in parity_cases(cfg, layers=layers)[1].values())
         export_onnx(step, example, onnx_path, INPUTS, OUTPUTS, DYNAMIC_AXES)
-        max_diff = check_parity(step, onnx_path, parity_cases(cfg), PARITY_ATOL)
+        max_diff = check_parity(step, onnx_path, parity_cases(cfg, layers=layers), PARITY_ATOL)
         activations = export_activations(model, staged.path)  # activations.onnx + embeddings.npy, for POST /inspect
         vocab.save(staged.path / "vocab.json")
         if curve:
-            save_training_curve(ckpt.history, staged.path / "training_curve.png", baseline["valid_perplexity"])
+            save_training_curve(
+                ckpt.history,
+                staged.path / "training_curve.png",
+                baseline["valid_perplexity"],
+                [run["history"] for run in member_runs] or None,
+                ckpt.extra["metrics"]["valid_perplexity"] if member_runs else None,
+            )
         staged.describe(
-            name=f"wordlm-{cfg.layers}x{cfg.hidden}",
-            description="Word-level LSTM language model (step model: prefill a prompt, then one call per token).",
+            name=f"wordlm-{cfg.layers}x{cfg.hidden}" + (f"-x{members}" if members > 1 else ""),
+            description="Word-level LSTM language model (step model: prefill a prompt, then one call per token)"
+            + (
+                f"; the average of {members} models' next-word distributions, model k's layers being state rows "
+                f"{cfg.layers}k .. {cfg.layers}k+{cfg.layers - 1}."
+                if members > 1
+                else "."
+            ),
             graphs={"step": graph_spec(onnx_path), "activations": activations.graph},
-            tokenizer=TokenizerSpec(vocab_file="vocab.json", vocab_size=len(vocab), min_count=train_cfg["min_count"]),
+            tokenizer=TokenizerSpec(
+                vocab_file="vocab.json", vocab_size=len(vocab), min_count=train_cfg["min_count"], eos=eos
+            ),
             config={
                 **cfg.to_dict(),
+                "layers": layers,  # what the state holds, the graphs' layer dimension (the engine reads this)
+                "members": members,
+                "member_layers": cfg.layers,
                 "eos_token": EOS,
                 "unk_token": UNK,
                 "embeddings_file": activations.embeddings_file,
@@ -109,6 +144,7 @@ def export(checkpoint: Path, models_dir: Path, corpus: Corpus, version: int | No
                     **ckpt.extra["metrics"],
                     "onnx_parity_max_abs_diff": max_diff,
                     "activations_parity_max_abs_diff": activations.max_abs_diff,
+                    **({"members": [run["metrics"] for run in member_runs]} if member_runs else {}),
                 },
                 "baselines": {f"kneser_ney_{train_cfg['kn_order']}gram": baseline},
             },

@@ -1,7 +1,9 @@
-"""The word LM: a config dataclass that a checkpoint stores beside the weights, the model, and its ONNX step."""
+"""The word LM: a config dataclass that a checkpoint stores beside the weights, the model, an ensemble of models,
+and the ONNX step."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -83,10 +85,47 @@ class WordLM(nn.Module):
         return self.decoder(x), (torch.cat(hs), torch.cat(cs))
 
 
+class WordLMEnsemble(nn.Module):
+    """K word LMs (same config, different seeds) reading the same tokens; the next-word distribution is the mean of
+    theirs. It looks like one WordLM of K x L layers to everything downstream: member k's layers are rows
+    k*L .. k*L+L-1 of the state (K*L, B, H), so the engine's zero state and the sessions need no change.
+
+    logits = log(mean_k softmax(logits_k)): log-probabilities, so softmax(logits) is the mixture itself and
+    cross-entropy, sampling and top-k read it as they read a single model's logits.
+    """
+
+    def __init__(self, config: WordLMConfig, members: int) -> None:
+        super().__init__()
+        self.config = config  # of each member
+        self.members = nn.ModuleList(WordLM(config) for _ in range(members))
+
+    @property
+    def state_layers(self) -> int:
+        return len(self.members) * self.config.layers
+
+    def init_state(self, batch: int) -> State:
+        zeros = torch.zeros(self.state_layers, batch, self.config.hidden)
+        return zeros, zeros.clone()
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """tokens (B, T) -> log-probabilities (B, T, V), new state ((K*L, B, H), (K*L, B, H))."""
+        h0, c0 = state if state is not None else self.init_state(tokens.size(0))
+        layers = self.config.layers
+        log_probs, hs, cs = [], [], []
+        for k, member in enumerate(self.members):
+            rows = slice(k * layers, (k + 1) * layers)
+            logits, (h, c) = member(tokens, (h0[rows], c0[rows]))
+            log_probs.append(torch.log_softmax(logits, dim=-1))
+            hs.append(h)
+            cs.append(c)
+        mixed = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(self.members))
+        return mixed, (torch.cat(hs), torch.cat(cs))
+
+
 class WordLMStep(nn.Module):
     """The ONNX contract: tokens (B, T), h0, c0 (L, B, H) -> logits (B, T, V), hn, cn."""
 
-    def __init__(self, model: WordLM) -> None:
+    def __init__(self, model: WordLM | WordLMEnsemble) -> None:
         super().__init__()
         self.model = model
 

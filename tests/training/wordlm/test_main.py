@@ -58,6 +58,8 @@ def test_all_trains_then_publishes(tiny_corpus: Path, tmp_path: Path) -> None:
             "8",
             "--layers",
             "1",
+            "--members",
+            "1",
         ]
     )
     manifest = read_manifest(tmp_path / "models" / "wordlm" / "1")

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from service.families.wordlm.inspect import ActivationWalker, unit_rows
 from service.manifest import MANIFEST_NAME, read_manifest, verify_files
-from service.tokenizer import EOS, Vocab, tokenize
+from service.tokenizer import EOS, EosMode, Vocab, tokenize
 from training.data.text import load_corpus
 
 log = logging.getLogger("training.visualize")
@@ -52,7 +52,8 @@ WORD_CLASSES: dict[str, tuple[str, ...]] = {
     "articles": ("a", "an", "the"),
     "quotes": ("'", '"'),
     "sentence-ends": (".", "!", "?"),
-    "line-ends": (EOS,),
+    "line-ends": (EOS,),  # models trained with eos "line"
+    "paragraph-ends": (EOS,),  # the same token in models trained with eos "paragraph"
     "commas": (",", ";", ":"),
     "pronouns": ("i", "you", "he", "she", "it", "we", "they", "me", "him", "her", "us", "them"),
     "possessives": ("my", "your", "his", "her", "its", "our", "their"),
@@ -71,6 +72,7 @@ class InspectableModel:
     vocab: Vocab
     walker: ActivationWalker
     embeddings: np.ndarray  # (V, E) input embeddings
+    eos: EosMode = "line"  # where the model's tokenizer puts <eos> (its manifest's tokenizer.eos)
 
     @property
     def layers(self) -> int:
@@ -110,7 +112,7 @@ def load_model_dir(path: Path) -> InspectableModel:
     walker = ActivationWalker(session, manifest.config["layers"], manifest.config["hidden"])
     embeddings = np.load(path / manifest.config["embeddings_file"], allow_pickle=False)
     vocab = Vocab.load(path / manifest.tokenizer.vocab_file)
-    return InspectableModel(f"{manifest.name} v{manifest.version}", vocab, walker, embeddings)
+    return InspectableModel(f"{manifest.name} v{manifest.version}", vocab, walker, embeddings, manifest.tokenizer.eos)
 
 
 # ---- embedding map -------------------------------------------------------------------------------------------
@@ -383,7 +385,7 @@ def _text_arg(args: argparse.Namespace) -> str:
 
 def run_search(args: argparse.Namespace, model: InspectableModel) -> None:
     class_name, class_ids = resolve_class(model.vocab, args.word_class, args.words or ())
-    corpus = load_corpus(args.corpus, args.data_dir)
+    corpus = load_corpus(args.corpus, args.data_dir, eos=model.eos)  # read as the model was trained
     tokens = getattr(corpus, args.split)[: args.max_tokens]
     sample = walk_sample(model, tokens)
     n_class = int(np.isin(sample.ids[:, sample.warmup :], sorted(class_ids)).sum())
@@ -463,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "neuron":
         if not (0 <= args.layer < model.layers and 0 <= args.neuron < model.hidden):
             raise SystemExit(f"layer must be 0..{model.layers - 1} and neuron 0..{model.hidden - 1}")
-        tokens = tokenize(_text_arg(args), add_eos=True)
+        tokens = tokenize(_text_arg(args), eos=model.eos)
         values = neuron_values(model, model.vocab.encode(tokens), args.layer, args.neuron, args.state)
         title = f"{model.name} — layer {args.layer}, {args.state} neuron {args.neuron}"
         print(f"wrote {firing_picture(tokens, values, args.out, title)}")

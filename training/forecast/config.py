@@ -41,6 +41,7 @@ class TrainConfig:
     grad_context: int = 48  # context steps that carry gradients (the earlier ones only build the state)
     context_loss_weight: float = 0.5  # one-step-ahead loss inside the context, relative to the horizon loss
     mase_floor: float = 0.05  # window weight = 1 / max(seasonal naive MAE in standardized units, floor)
+    target_limit: float = 10.0  # windows whose horizon leaves ±this (standardized units) carry no loss
     eval_every: int = 250
     max_minutes: float = 0.0  # per member (0 = no limit)
     baselines: bool = True  # fit ETS, ARIMA and Theta per series at export (cached; minutes the first time)

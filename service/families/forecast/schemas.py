@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,9 +44,17 @@ class ForecastRequest(StrictRequest):
         description="with session_id: the new observations since the last call (the first call's are the history; "
         "it fixes the session's scaling)",
     )
-    horizon: int = Field(ge=1, description="how many future points (at most the model's `max_horizon`)", examples=[6])
+    horizon: int = Field(
+        ge=1,
+        description="how many future points (at most the model's `horizon_limit`; past its `measured_horizon` the "
+        "rollout continues but its quality was not measured)",
+        examples=[6],
+    )
     season_length: int | None = Field(
-        None, ge=1, description="points per season: 12 monthly, 4 quarterly, 1 none (default: the model's)"
+        None,
+        ge=1,
+        description="points per season: 12 monthly, 4 quarterly, 1 none (default: detected from the series; the "
+        "model's default when no season is found)",
     )
     quantiles: list[float] | None = Field(
         None, min_length=1, description="which trained quantiles to return besides the median (default: all)"
@@ -64,7 +72,10 @@ class ForecastResponse(BaseModel):
                         "0.9": [155.3, 172.9, 194.0, 195.2, 181.6, 157.8],
                     },
                     "season_length": 12,
-                    "model": {"name": "forecast-lstm-3x2x64", "version": 1},
+                    "season_source": "request",
+                    "measured_horizon": 18,
+                    "beyond_measured_horizon": False,
+                    "model": {"name": "forecast-lstm-2x2x64", "version": 2},
                 }
             ]
         }
@@ -73,5 +84,11 @@ class ForecastResponse(BaseModel):
     median: list[float] = Field(description="the 0.5 quantile at each step of the horizon")
     quantiles: dict[str, list[float]] = Field(description='e.g. {"0.1": [...], "0.9": [...]}: an 80% interval')
     season_length: int = Field(description="the season length used")
+    season_source: Literal["request", "detected", "default", "session"] = Field(
+        description="where season_length came from: the request, detected in the series, the model's default "
+        "(no season found), or the session's first call"
+    )
+    measured_horizon: int = Field(description="the longest horizon at which this model's quality was measured")
+    beyond_measured_horizon: bool = Field(description="true when the horizon goes past measured_horizon")
     model: ModelRef
     session_id: str | None = Field(None, description="the session continued, if any")

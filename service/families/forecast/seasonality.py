@@ -74,7 +74,7 @@ def _peak_periods(x: np.ndarray, max_period: float, peaks: int) -> list[float]:
     size = 1 << math.ceil(math.log2(4 * n))  # zero padding: finer frequency grid
     power = np.abs(np.fft.rfft(detrended, size)) ** 2
     freqs = np.fft.rfftfreq(size)
-    lo = int(np.searchsorted(freqs, 1.0 / max_period))  # periods up to max_period
+    lo = int(np.searchsorted(freqs, 1.0 / (1.15 * max_period)))  # periods up to max_period (and a margin)
     hi = int(np.searchsorted(freqs, 0.5, side="right"))  # period >= 2
     inner = np.arange(max(lo, 1), min(hi, len(power) - 1))
     if inner.size == 0:
@@ -108,8 +108,9 @@ def detect_season(
     y = np.asarray(history, dtype=np.float64)[-MAX_READ:]
     y = y[np.isfinite(y)]
     n = len(y)
-    if n < 8 or np.ptp(y) == 0:
+    if n < 8 or np.all(y == y[0]):
         return Seasonality(1, 0.0, 0.0)
+    y = y / np.max(np.abs(y))  # within [-1, 1]: no overflow near the float64 limit
     x = (y - y.mean()) / (y.std() or 1.0)  # scale-free: detection never depends on the units
     max_period = min(float(max_season_length), n / min_cycles)
     best = Seasonality(1, 0.0, 0.0)

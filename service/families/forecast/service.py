@@ -18,7 +18,8 @@ from .schemas import MAX_SERIES_LENGTH, ForecastRequest, ForecastResponse
 
 def limits(engine: ForecastEngine, settings: Settings) -> dict[str, Any]:
     cfg = engine.config
-    return {"min_history": cfg.min_history, "max_context": cfg.max_context, "max_horizon": cfg.max_horizon,
+    return {"min_history": cfg.min_history, "max_context": cfg.max_context, "max_horizon": cfg.served_horizon,
+            "measured_horizon": cfg.quality_horizon,
             "max_season_length": cfg.max_season_length, "default_season_length": cfg.default_season_length,
             "quantiles": list(cfg.quantiles), "max_series_length": MAX_SERIES_LENGTH}  # fmt: skip
 
@@ -27,35 +28,42 @@ def run_many(engine: Any, items: list[ForecastItem]) -> list[ForecastResult]:
     return list(engine.forecast_many(items))
 
 
-def check(body: ForecastRequest, engine: ForecastEngine, history: int, field: str) -> tuple[int, list[float]]:
-    """The limits that come from the model's manifest. Returns (season_length, quantiles to return)."""
+def check(
+    body: ForecastRequest, engine: ForecastEngine, history: list[float], field: str
+) -> tuple[int, str, list[float]]:
+    """The limits that come from the model's manifest. Returns (season_length, its source, quantiles to return).
+    Without a season_length the season is detected in the history."""
     cfg = engine.config
-    if history < cfg.min_history:
-        raise RequestError(f"{field} has {history} values; this model needs at least {cfg.min_history}", field=field)
-    if body.horizon > cfg.max_horizon:
-        raise RequestError(f"horizon is {body.horizon}; the limit is {cfg.max_horizon}", field="horizon")
-    season = cfg.default_season_length if body.season_length is None else body.season_length
+    if len(history) < cfg.min_history:
+        raise RequestError(f"{field} has {len(history)} values; this model needs at least {cfg.min_history}",
+                           field=field)  # fmt: skip
+    if body.horizon > cfg.served_horizon:
+        raise RequestError(f"horizon is {body.horizon}; the limit is {cfg.served_horizon}", field="horizon")
+    season, source = engine.season_length(history, body.season_length)
     if season > cfg.max_season_length:
         raise RequestError(f"season_length is {season}; the limit is {cfg.max_season_length}", field="season_length")
     trained = [q for q in cfg.quantiles if q != 0.5]
     if body.quantiles is None:
-        return season, trained
+        return season, source, trained
     unknown = [q for q in body.quantiles if q not in cfg.quantiles]
     if unknown:
         raise RequestError(
             f"quantiles {unknown} were not trained; choose from {list(cfg.quantiles)}", field="quantiles"
         )
-    return season, sorted(set(body.quantiles))
+    return season, source, sorted(set(body.quantiles))
 
 
-def response(result: ForecastResult, wanted: list[float], season: int, engine: ForecastEngine,
-              session_id: str | None) -> ForecastResponse:  # fmt: skip
+def response(result: ForecastResult, wanted: list[float], season: tuple[int, str], engine: ForecastEngine,
+             session_id: str | None) -> ForecastResponse:  # fmt: skip
     if not all(math.isfinite(v) for values in result.quantiles.values() for v in values):
         raise RequestError("series values are too large to forecast in float64", field="series")
     return ForecastResponse(
         median=result.median,
         quantiles={f"{q:g}": result.quantiles[q] for q in wanted},
-        season_length=season,
+        season_length=season[0],
+        season_source=season[1],
+        measured_horizon=engine.config.quality_horizon,
+        beyond_measured_horizon=len(result.median) > engine.config.quality_horizon,
         model=ModelRef(name=engine.model.manifest.name, version=engine.model.version),
         session_id=session_id,
     )
@@ -70,9 +78,9 @@ async def forecast(body: ForecastRequest, runtime: Runtime) -> ForecastResponse:
     if body.observations is not None:
         raise RequestError("observations: only with session_id (use series for a stateless forecast)", "observations")
     engine: ForecastEngine = runtime.engine(NAME)  # type: ignore[assignment]
-    season, wanted = check(body, engine, len(body.series), "series")
+    season, source, wanted = check(body, engine, body.series, "series")
     [result] = await runtime.run_batched(NAME, engine, [ForecastItem(body.series, body.horizon, season)])
-    return response(result, wanted, season, engine, None)
+    return response(result, wanted, (season, source), engine, None)
 
 
 def forecast_session(body: ForecastRequest, runtime: Runtime) -> ForecastResponse:
@@ -91,17 +99,18 @@ def forecast_session(body: ForecastRequest, runtime: Runtime) -> ForecastRespons
             season = int(state.season_length[0])
             if body.season_length is not None and body.season_length != season:
                 raise RequestError(f"season_length: this session uses {season}; it cannot change", "season_length")
-            _, wanted = check(body.model_copy(update={"season_length": season}), engine,
-                              engine.config.min_history, "observations")  # fmt: skip
+            source = "session"
+            _, _, wanted = check(body.model_copy(update={"season_length": season}), engine,
+                                 [0.0] * engine.config.min_history, "observations")  # fmt: skip
             if observations:
                 state = engine.observe(state, observations)
         else:
-            season, wanted = check(body, engine, len(observations), "observations")
+            season, source, wanted = check(body, engine, observations, "observations")
             state = engine.prefill(observations, season)
         result = engine.rollout(state, body.horizon)
         if started and not observations:
-            return response(result, wanted, season, engine, session.id)  # nothing new: the state is unchanged
-        answer = response(result, wanted, season, engine, session.id)
+            return response(result, wanted, (season, source), engine, session.id)  # nothing new: state unchanged
+        answer = response(result, wanted, (season, source), engine, session.id)
         session.state = (state.h, state.c)
         session.data = state.session_data()
         runtime.sessions.save(session)

@@ -1,5 +1,5 @@
 """Forecast sessions (only new points are read; the scaling is fixed at the session's start) and micro-batched
-forecasts/sentiment (each equal to the request run alone)."""
+forecasts (each equal to the request run alone)."""
 
 import math
 from collections.abc import Iterator
@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.families.forecast.engine import ForecastEngine, ForecastItem
+from tests.app_state import runtime_of
 
 SERIES = [100 + 10 * math.sin(2 * math.pi * t / 12) + 0.5 * t for t in range(96)]
 
@@ -22,6 +23,12 @@ SERIES = [100 + 10 * math.sin(2 * math.pi * t / 12) + 0.5 * t for t in range(96)
 def fc(forecast_models_dir: Path) -> Iterator[TestClient]:
     with TestClient(create_app(Settings(models_dir=forecast_models_dir, microbatch_max_wait_ms=20))) as c:
         yield c
+
+
+def forecast_engine(client: TestClient) -> ForecastEngine:
+    engine = runtime_of(client).engine("forecast")
+    assert isinstance(engine, ForecastEngine)
+    return engine
 
 
 def call(client: TestClient, **body: Any) -> dict[str, Any]:
@@ -39,7 +46,7 @@ def test_session_reads_only_new_points_and_equals_a_full_history_pass(fc: TestCl
     assert first["session_id"] == sid and latest["season_length"] == 12
 
     # The same history read in one pass with the session's scaling (fixed by its first 60 points).
-    engine: ForecastEngine = fc.app.state.runtime.engine("forecast")  # type: ignore[attr-defined]
+    engine = forecast_engine(fc)
     session_scaling = engine.prefill(SERIES[:60], 12).scaling
     full = engine.forecaster.prefill(np.asarray([SERIES]), 12, scaling=session_scaling)
     expected = engine.forecaster.rollout(full, 6)[0]  # (horizon, Q)
@@ -80,22 +87,9 @@ def test_concurrent_forecasts_share_calls_and_equal_their_runs_alone(fc: TestCli
 
 
 def test_forecast_many_equals_one_by_one(fc: TestClient) -> None:
-    engine: ForecastEngine = fc.app.state.runtime.engine("forecast")  # type: ignore[attr-defined]
+    engine = forecast_engine(fc)
     items = [ForecastItem(SERIES[: 24 + 5 * i], 2 + i, 12) for i in range(5)] + [ForecastItem(SERIES[:24], 3, 4)]
     for item, result in zip(items, engine.forecast_many(items), strict=True):
-        alone = engine.forecast(item.series, item.horizon, item.season_length)
+        alone = engine.forecast(list(item.series), item.horizon, item.season_length)
         np.testing.assert_allclose(result.median, alone.median, rtol=1e-5)
         assert len(result.median) == item.horizon
-
-
-def test_concurrent_sentiment_requests_are_micro_batched(sentiment_models_dir: Path) -> None:
-    texts = [["good fun"], ["terrible and boring", "a fine film"], ["bad"], ["great great great", "awful"]]
-    with TestClient(create_app(Settings(models_dir=sentiment_models_dir, batching=False))) as c:
-        alone = [c.post("/sentiment", json={"texts": t}).json()["results"] for t in texts]
-    settings = Settings(models_dir=sentiment_models_dir, microbatch_max_wait_ms=30)
-    with TestClient(create_app(settings)) as c, ThreadPoolExecutor(8) as pool:
-        together = list(pool.map(lambda t: c.post("/sentiment", json={"texts": t}).json()["results"], texts * 2))
-    for got, want in zip(together, alone * 2, strict=True):
-        assert [r["label"] for r in got] == [r["label"] for r in want]
-        for g, w in zip(got, want, strict=True):
-            assert g["probabilities"] == pytest.approx(w["probabilities"], abs=1e-6)

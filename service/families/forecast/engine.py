@@ -212,7 +212,7 @@ class Scaling:
             assert self.floor is not None
             logged = np.log(np.where(self.log[:, None], np.maximum(values, self.floor[:, None]), 1.0))
             values = np.where(self.log[:, None], logged, values)
-        return (values - self.loc[:, None]) / self.scale[:, None]
+        return np.asarray((values - self.loc[:, None]) / self.scale[:, None], dtype=np.float64)
 
     def denormalize(self, z: np.ndarray) -> np.ndarray:
         """z (B, ...) -> original units, float64."""

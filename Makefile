@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: fuzz overload run test lint format models models-wordlm models-sentiment models-forecast clean openapi lock client image-size
+.PHONY: fuzz overload run test test-fast lint format models models-wordlm models-sentiment models-forecast clean openapi lock client image-size
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(VENV)/.all  ## lint, type-check and run the whole suite
 	$(BIN)/ruff check service training tests benchmarks scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The inner loop: no real servers or browsers, no package registry, nothing slower than ~5 s (tests/markers.py).
+test-fast: $(VENV)/.all  ## the unit lane: pytest -m "not e2e and not network and not slow"
+	$(BIN)/python -m pytest -m "not e2e and not network and not slow"
 
 # A longer schemathesis run than the one in `make test` (tests/e2e/test_schemathesis.py): every operation, 200
 # cases per operation and phase, a new seed each time (CELLSTATE_FUZZ_EXAMPLES / CELLSTATE_FUZZ_SEED override).

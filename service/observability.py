@@ -163,7 +163,8 @@ def route_template(served: Scope, entry: Scope) -> str:
         route = next((r for r in getattr(router, "routes", ()) if r.matches(entry)[0] is Match.FULL), None)
     path = getattr(route, "path", None)
     if isinstance(path, str):
-        return entry.get("root_path", "") + path
+        root_path: str = entry.get("root_path", "")
+        return root_path + path
     return UNMATCHED_ROUTE
 
 

@@ -33,15 +33,16 @@ def live_server(
     full_env = {**env, "CELLSTATE_HOST": "127.0.0.1", "CELLSTATE_PORT": str(port)}
     for plain in ("HOST", "PORT"):  # the CELLSTATE_ names win anyway; drop these to keep it unambiguous
         full_env.pop(plain, None)
-    out = log_file.open("wb") if log_file else subprocess.DEVNULL
+    log = log_file.open("wb") if log_file else None
+    out = log if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen([str(python), "-m", "service"], cwd=cwd, env=full_env, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                log = log_file.read_text(errors="replace")[-3000:] if log_file else ""
-                raise AssertionError(f"server exited with {proc.returncode} during start-up\n{log}")
+                tail = log_file.read_text(errors="replace")[-3000:] if log_file else ""
+                raise AssertionError(f"server exited with {proc.returncode} during start-up\n{tail}")
             try:
                 if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
                     break
@@ -59,5 +60,5 @@ def live_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if log_file:
-            out.close()  # type: ignore[union-attr]
+        if log is not None:
+            log.close()

@@ -27,7 +27,7 @@ def recipe_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_models(name: str, build: Callable[[Path], None]) -> Path:
+def cached_models(name: str, build: Callable[[Path], object]) -> Path:
     """A models directory made by `build(root)`, reused while the recipe is unchanged (CELLSTATE_TEST_CACHE=0
     turns the cache off)."""
     key = f"{name}-{recipe_hash()}"

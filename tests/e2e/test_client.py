@@ -1,8 +1,9 @@
 """The Python client generated from the committed openapi.json (openapi-python-client), against a live server.
 
-The client is generated into a temporary directory once per session. Each family's case runs when a tiny test
-model of that family exists (a `<family>_models_dir` fixture, or `models_dir` for wordlm) and the spec has its
-operation; the server runs with an API key, so the client's bearer authentication is exercised too.
+The client is generated into a temporary directory once per session. The families come from the registry
+(service/families/registry.py): each one is served when a tiny test model of it exists (a `<family>_models_dir`
+fixture, or the shared `models_dir`, holding `<family>/`) and the spec has one of its routes; the server runs with
+an API key, so the client's bearer authentication is exercised too.
 """
 
 from __future__ import annotations
@@ -18,20 +19,36 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
+from fastapi.routing import APIRoute
 
+from service.families.base import Family
+from service.families.registry import FAMILIES
 from tests.live_server import live_server
 from tests.openapi_examples import schema_examples
+
+pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "e2e-client-key"
 PACKAGE = "cellstate_client"
-# family -> (the fixture making its tiny test model, the operation that serves it)
-FAMILIES = {
-    "wordlm": ("models_dir", "/generate"),
-    "sentiment": ("sentiment_models_dir", "/sentiment"),
-    "forecast": ("forecast_models_dir", "/forecast"),
-}
+
+
+def routes_of(family: Family) -> list[APIRoute]:
+    return [route for route in family.router.routes if isinstance(route, APIRoute)]
+
+
+def tiny_models(request: pytest.FixtureRequest, family: Family) -> Path | None:
+    """The models directory of a fixture that trains a tiny model of this family, if there is one."""
+    for fixture in (f"{family.name}_models_dir", "models_dir"):
+        try:
+            source: Path = request.getfixturevalue(fixture)
+        except pytest.FixtureLookupError:
+            continue
+        if (source / family.name).is_dir():
+            return source
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -59,16 +76,13 @@ def served_families(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     root = tmp_path_factory.mktemp("client-models")
     families = set()
     paths = json.loads((REPO / "openapi.json").read_text(encoding="utf-8"))["paths"]
-    for family, (fixture, path) in FAMILIES.items():
-        if path not in paths:
+    for family in FAMILIES:
+        if not any(route.path in paths for route in routes_of(family)):
             continue  # no client operation to call: do not train its model
-        try:
-            source: Path = request.getfixturevalue(fixture)
-        except pytest.FixtureLookupError:
-            continue
-        if (source / family).is_dir():
-            shutil.copytree(source / family, root / family)
-            families.add(family)
+        source = tiny_models(request, family)
+        if source is not None:
+            shutil.copytree(source / family.name, root / family.name)
+            families.add(family.name)
     return root, families
 
 
@@ -91,7 +105,8 @@ def need(family: str, operation: str, served_families: tuple[Path, set[str]], cl
     """The generated operation module, or skip when this checkout has no model or no route for the family."""
     if family not in served_families[1]:
         pytest.skip(f"no tiny {family} test model in this checkout, or openapi.json has no operation for it yet")
-    for tag_module in ("text", "sentiment", "forecast"):
+    [served] = [f for f in FAMILIES if f.name == family]
+    for tag_module in sorted({str(tag) for route in routes_of(served) for tag in route.tags}):
         try:
             return importlib.import_module(f"{client.__name__}.api.{tag_module}.{operation}")
         except ModuleNotFoundError:
@@ -99,7 +114,6 @@ def need(family: str, operation: str, served_families: tuple[Path, set[str]], cl
     pytest.skip(f"openapi.json has no {operation} operation yet")
 
 
-@pytest.mark.e2e
 def test_generate_through_the_client(
     generated_client: ModuleType, api: Any, served_families: tuple[Path, set[str]]
 ) -> None:
@@ -118,7 +132,6 @@ def test_generate_through_the_client(
     assert bad.parsed.detail[0].field == "max_new_tokens"
 
 
-@pytest.mark.e2e
 def test_client_without_key_gets_a_parsed_401(
     generated_client: ModuleType, server: str, served_families: tuple[Path, set[str]]
 ) -> None:
@@ -130,7 +143,6 @@ def test_client_without_key_gets_a_parsed_401(
     assert isinstance(response.parsed, models.ErrorResponse) and response.parsed.error == "unauthorized"
 
 
-@pytest.mark.e2e
 def test_sentiment_through_the_client(
     generated_client: ModuleType, api: Any, served_families: tuple[Path, set[str]]
 ) -> None:
@@ -145,9 +157,8 @@ def test_sentiment_through_the_client(
         assert item.label in probabilities and abs(sum(probabilities.values()) - 1) < 1e-4
 
 
-@pytest.mark.e2e
-def test_forecast_through_the_client(
-    generated_client: ModuleType, api: Any, served_families: tuple[Path, set[str]]
+def test_forecast_through_the_client_equals_the_plain_json_answer(
+    generated_client: ModuleType, api: Any, server: str, served_families: tuple[Path, set[str]]
 ) -> None:
     forecast = need("forecast", "forecast", served_families, generated_client)
     models = importlib.import_module(f"{PACKAGE}.models")
@@ -156,4 +167,7 @@ def test_forecast_through_the_client(
     example = schema_examples(spec["components"]["schemas"]["ForecastRequest"])[0]
     result = forecast.sync(client=api, body=models.ForecastRequest.from_dict(example))
     assert isinstance(result, models.ForecastResponse)
-    assert result.to_dict(), "an empty forecast"
+    plain = httpx.post(f"{server}/forecast", json=example, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+    assert plain.status_code == 200, plain.text
+    assert result.to_dict() == plain.json()
+    assert len(result.median) == example["horizon"]

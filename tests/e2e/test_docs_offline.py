@@ -17,6 +17,8 @@ import pytest
 
 from tests.live_server import live_server
 
+pytestmark = pytest.mark.e2e  # every test here calls a real server
+
 REPO = Path(__file__).resolve().parents[2]
 # Chromium flags: headless, no sandbox (root in CI), no background traffic, a throwaway profile. Every host name
 # resolves to nothing except 127.0.0.1, so a page that needed a CDN would fail to render.
@@ -75,7 +77,6 @@ def test_pages_reference_only_local_assets(docs_server: str) -> None:
             assert httpx.get(f"{docs_server}{asset}", timeout=5).status_code == 200, asset
 
 
-@pytest.mark.e2e
 def test_swagger_ui_renders_every_operation_offline(docs_server: str, tmp_path: Path) -> None:
     dom = rendered_dom(f"{docs_server}/docs", tmp_path)
     rendered = set(re.findall(r'id="operations-[^"-]+-([^"]+)"', dom))
@@ -83,7 +84,6 @@ def test_swagger_ui_renders_every_operation_offline(docs_server: str, tmp_path: 
     assert "/generate" in dom and "Authorize" in dom  # paths and the API-key dialog
 
 
-@pytest.mark.e2e
 def test_redoc_renders_every_operation_offline(docs_server: str, tmp_path: Path) -> None:
     dom = rendered_dom(f"{docs_server}/redoc", tmp_path)
     rendered = set(re.findall(r"operation/([A-Za-z0-9_]+)", dom))

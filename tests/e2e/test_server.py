@@ -3,46 +3,30 @@
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.live_server import free_port, live_server
+from tests.live_server import live_server
+
+pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def server(models_dir: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "CELLSTATE_MODELS_DIR": str(models_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "server exited during start-up"
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            pytest.fail("server not ready within 30 s")
+def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = {**os.environ, "CELLSTATE_MODELS_DIR": str(models_dir), "CELLSTATE_INTRA_OP_THREADS": "1"}
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with live_server(sys.executable, REPO, env, log_file=log) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
-@pytest.mark.e2e
 def test_generate_over_http(server: str) -> None:
     body = {"prompt": "the cat sat", "max_new_tokens": 5, "seed": 1, "ignore_eos": True}
     first = httpx.post(f"{server}/generate", json=body, timeout=10)
@@ -54,7 +38,6 @@ def test_generate_over_http(server: str) -> None:
     assert bad.status_code == 422 and "prompt" in bad.json()["message"]
 
 
-@pytest.mark.e2e
 def test_sigterm_lets_in_flight_generations_finish(models_dir: Path, tmp_path: Path) -> None:
     """SIGTERM (what `docker stop` sends): streams already running complete with every token and their final
     event, then the process exits cleanly; it does not cut them off."""
@@ -62,7 +45,7 @@ def test_sigterm_lets_in_flight_generations_finish(models_dir: Path, tmp_path: P
     body = {"prompt": "the cat sat", "max_new_tokens": 1024, "ignore_eos": True, "seed": 3}
     streams = 4
     started = threading.Barrier(streams + 1, timeout=30)
-    finals: list[dict[str, object]] = []
+    finals: list[dict[str, Any]] = []
     tokens_after_signal: list[int] = []
     signalled = threading.Event()
 
@@ -97,7 +80,7 @@ def test_sigterm_lets_in_flight_generations_finish(models_dir: Path, tmp_path: P
     log = (tmp_path / "server.log").read_text()
     assert "Application shutdown complete" in log and "Traceback" not in log
     assert len(finals) == streams
-    assert all(f["finish_reason"] == "length" and f["usage"]["completion_tokens"] == 1024 for f in finals)  # type: ignore[index]
+    assert all(f["finish_reason"] == "length" and f["usage"]["completion_tokens"] == 1024 for f in finals)
     assert sum(tokens_after_signal) > 0  # the streams were still running when the signal came
     with pytest.raises(httpx.TransportError):  # and the stopped server takes no new requests
         httpx.get(f"{url}/health", timeout=2)

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.batching import MicroBatcher
 from service.config import Settings
+from tests.app_state import runtime_of
 
 REQUESTS = [
     {"prompt": p, "max_new_tokens": n, "temperature": t, "seed": s, "ignore_eos": True}
@@ -44,7 +45,7 @@ def alone(models_dir: Path) -> list[str]:
 
 
 def test_concurrent_requests_are_batched_and_each_equals_its_run_alone(client: TestClient, alone: list[str]) -> None:
-    batcher = client.app.state.runtime.batchers[("wordlm", 1)]  # type: ignore[attr-defined]
+    batcher = runtime_of(client).batchers[("wordlm", 1)]
     with ThreadPoolExecutor(len(REQUESTS)) as pool:
         texts = list(pool.map(lambda r: client.post("/generate", json=r).json()["text"], REQUESTS * 3))
     assert texts == alone * 3
@@ -64,7 +65,7 @@ def test_stream_sends_token_events_then_done(client: TestClient) -> None:
 
 
 def test_disconnecting_stream_frees_its_batch_slot(client: TestClient) -> None:
-    batcher = client.app.state.runtime.batchers[("wordlm", 1)]  # type: ignore[attr-defined]
+    batcher = runtime_of(client).batchers[("wordlm", 1)]
     body = {"prompt": "the cat", "max_new_tokens": 1024, "ignore_eos": True}
     with client.stream("POST", "/generate/stream", json=body) as response:
         lines = response.iter_lines()

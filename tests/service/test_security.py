@@ -21,8 +21,8 @@ def secured(models_dir: Path) -> Iterator[TestClient]:
     settings = Settings(
         models_dir=models_dir,
         intra_op_threads=1,
-        api_keys=f"{KEY}, another-key",  # type: ignore[arg-type]  # as the environment gives it
-        cors_origins="https://app.example",  # type: ignore[arg-type]
+        api_keys=f"{KEY}, another-key",  # as the environment gives it
+        cors_origins="https://app.example",
         max_request_bytes=2_000,
     )
     with TestClient(create_app(settings)) as client:
@@ -135,8 +135,8 @@ def admin(models_dir: Path) -> Iterator[TestClient]:
     settings = Settings(
         models_dir=models_dir,
         intra_op_threads=1,
-        api_keys=KEY,  # type: ignore[arg-type]  # as the environment gives it
-        admin_keys=f"{ADMIN_KEY}, second-admin",  # type: ignore[arg-type]
+        api_keys=KEY,  # as the environment gives it
+        admin_keys=f"{ADMIN_KEY}, second-admin",
     )
     with TestClient(create_app(settings)) as client:
         yield client

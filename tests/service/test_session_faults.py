@@ -37,7 +37,7 @@ def parse_events(text: str) -> list[str]:
 def test_a_session_deleted_during_its_generation_stays_deleted(
     store: str, models_dir: Path, request: pytest.FixtureRequest
 ) -> None:
-    settings = Settings(models_dir=models_dir, intra_op_threads=1, session_store=store)  # type: ignore[arg-type]
+    settings = Settings(models_dir=models_dir, intra_op_threads=1, session_store=store)
     if store == "redis":
         settings.redis_url = request.getfixturevalue("redis").url
     with TestClient(create_app(settings)) as c:

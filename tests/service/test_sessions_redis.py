@@ -51,6 +51,7 @@ def test_redis_store_rules(redis_url: str) -> None:
     store.close()
 
 
+@pytest.mark.e2e  # three uvicorn processes sharing one redis-server
 def test_a_session_continues_on_another_process_and_survives_a_restart(
     redis_url: str, models_dir: Path, tmp_path: Path
 ) -> None:

@@ -90,7 +90,8 @@ class ActivationWalker:
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (an all-zero row stays zero), so a dot product is a cosine similarity."""
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    unit: np.ndarray = (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
 
 
 @dataclass

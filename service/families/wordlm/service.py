@@ -29,7 +29,8 @@ from ...sampling import Sampler, SamplingParams
 from ...schemas import ModelRef
 from ...sessions import SessionRecord
 from ...tokenizer import Detokenizer, tokenize_line
-from .engine import NAME, EncodedText, State, WordLMEngine
+from ..base import State
+from .engine import NAME, EncodedText, WordLMEngine
 from .inspect import GATES, Inspection, InspectionUnavailable, Inspector, UnknownWord
 from .schemas import (
     DEFAULT_TOP_K,

@@ -25,7 +25,7 @@ def add_version(models_dir: Path, family: str, source: int, target: int) -> None
 
 
 def test_reload_serves_the_new_version_and_sessions_keep_theirs(copied_models_dir: Path) -> None:
-    with TestClient(create_app(Settings(models_dir=copied_models_dir, admin_keys=["admin-key"]))) as c:  # type: ignore[list-item]
+    with TestClient(create_app(Settings(models_dir=copied_models_dir, admin_keys=["admin-key"]))) as c:
         sid = c.post("/sessions", json={"model": "wordlm"}).json()["session_id"]
         first = c.post("/generate", json={"session_id": sid, "prompt": "the cat", "max_new_tokens": 3})
         assert first.json()["model"]["version"] == 1
@@ -60,7 +60,7 @@ def test_pinned_version_is_served_instead_of_the_newest(copied_models_dir: Path)
 
 def test_requests_during_repeated_reloads_never_fail(copied_models_dir: Path) -> None:
     add_version(copied_models_dir, "wordlm", 1, 2)
-    with TestClient(create_app(Settings(models_dir=copied_models_dir, admin_keys=["admin-key"]))) as c:  # type: ignore[list-item]
+    with TestClient(create_app(Settings(models_dir=copied_models_dir, admin_keys=["admin-key"]))) as c:
         statuses: list[int] = []
 
         def hammer() -> None:

@@ -17,6 +17,7 @@ from service.sessions import (
     SessionNotFoundError,
     SessionRecord,
 )
+from tests.app_state import runtime_of
 
 PROMPT = "the cat sat on the"
 
@@ -46,7 +47,7 @@ def test_greedy_one_call_of_50_equals_five_calls_of_10(client: TestClient) -> No
 def test_sampling_with_a_seed_repeats_the_same_sequence_of_calls(client: TestClient) -> None:
     def run() -> list[str]:
         sid = new_session(client, seed=1234)
-        calls = [{"prompt": PROMPT}, {}, {"prompt": "and the dog"}, {"temperature": 0.7}]
+        calls: list[dict[str, Any]] = [{"prompt": PROMPT}, {}, {"prompt": "and the dog"}, {"temperature": 0.7}]
         return [gen(client, session_id=sid, max_new_tokens=8, ignore_eos=True, **c)["text"] for c in calls]
 
     first = run()
@@ -108,7 +109,7 @@ def test_capacity_cap_answers_503_with_retry_after(models_dir: Path) -> None:
 def test_a_busy_session_answers_409_and_keeps_its_state(client: TestClient) -> None:
     sid = new_session(client)
     gen(client, session_id=sid, prompt=PROMPT, max_new_tokens=3, temperature=0)
-    store = client.app.state.runtime.sessions  # type: ignore[attr-defined]
+    store = runtime_of(client).sessions
     before = store.get(sid)
     store.checkout(sid)  # another request holds the session
     try:

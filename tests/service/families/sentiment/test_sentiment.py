@@ -1,10 +1,11 @@
-"""POST /sentiment against a real onnxruntime session of a tiny exported BiLSTM ensemble."""
+"""POST /sentiment against a real onnxruntime session of a tiny exported BiLSTM ensemble, alone and micro-batched."""
 
 from __future__ import annotations
 
 import json
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def test_bucketing_and_batching_do_not_change_results(sentiment_client: TestClie
             assert result["probabilities"][label] == pytest.approx(p, abs=1e-6)
     # Buckets of one width give the same numbers as the default plan (one call per bucket vs one call).
     single = SentimentEngine(engine.model, buckets=())
-    assert single.bucket_plan([len(t.split()) for t in texts]).__len__() == 1
+    assert len(single.bucket_plan([len(t.split()) for t in texts])) == 1
     a = np.array([list(r.probabilities.values()) for r in engine.classify(texts)])
     b = np.array([list(r.probabilities.values()) for r in single.classify(texts)])
     np.testing.assert_allclose(a, b, atol=1e-6)
@@ -148,3 +149,16 @@ def test_models_endpoint_lists_the_metrics(sentiment_client: TestClient) -> None
     assert {"test", "valid", "onnx_parity_max_abs_diff"} <= set(model["metrics"]["model"])
     assert {"tfidf_logreg", "vader"} <= set(model["metrics"]["baselines"])
     assert model["graphs"]["classify"]["inputs"][1] == {"name": "lengths", "dtype": "int64", "dims": ["batch"]}
+
+
+def test_concurrent_sentiment_requests_are_micro_batched(sentiment_models_dir: Path) -> None:
+    texts = [["good fun"], ["terrible and boring", "a fine film"], ["bad"], ["great great great", "awful"]]
+    with TestClient(create_app(Settings(models_dir=sentiment_models_dir, batching=False))) as c:
+        alone = [c.post("/sentiment", json={"texts": t}).json()["results"] for t in texts]
+    settings = Settings(models_dir=sentiment_models_dir, microbatch_max_wait_ms=30)
+    with TestClient(create_app(settings)) as c, ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda t: c.post("/sentiment", json={"texts": t}).json()["results"], texts * 2))
+    for got, want in zip(together, alone * 2, strict=True):
+        assert [r["label"] for r in got] == [r["label"] for r in want]
+        for g, w in zip(got, want, strict=True):
+            assert g["probabilities"] == pytest.approx(w["probabilities"], abs=1e-6)

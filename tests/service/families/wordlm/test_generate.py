@@ -1,4 +1,4 @@
-"""/generate, /next-word, health and readiness against a real onnxruntime session of a tiny exported model."""
+"""/generate and /next-word against a real onnxruntime session of a tiny exported model."""
 
 import subprocess
 import sys
@@ -18,16 +18,6 @@ def generate(client: TestClient, **body: Any) -> dict[str, Any]:
     response = client.post("/generate", json={"prompt": PROMPT, **body})
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def test_health_ready_and_models(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
-    ready = client.get("/ready")
-    assert ready.status_code == 200 and ready.json()["models"] == {"wordlm": 1}
-    [model] = client.get("/models").json()
-    assert model["family"] == "wordlm" and model["version"] == 1
-    assert "test_perplexity" in model["metrics"]["model"]
-    assert model["graphs"]["step"]["inputs"][0] == {"name": "tokens", "dtype": "int64", "dims": ["batch", "seq"]}
 
 
 def test_generate_reports_usage_and_model(client: TestClient) -> None:
@@ -79,30 +69,42 @@ def test_next_word_gives_k_words_most_likely_first(client: TestClient) -> None:
     assert not {"<eos>", "<unk>"} & {w["word"] for w in words}
 
 
+GENERATE_RULES: list[tuple[dict[str, Any], str, str]] = [
+    ({"prompt": ""}, "prompt", "at least 1 character"),
+    ({"prompt": "   \n "}, "prompt", "at least one word"),
+    ({"prompt": "x" * 20_001}, "prompt", "at most 20000 characters"),
+    ({"prompt": "hi", "max_new_tokens": 0}, "max_new_tokens", "greater than or equal to 1"),
+    ({"prompt": "hi", "max_new_tokens": 1025}, "max_new_tokens", "less than or equal to 1024"),
+    ({"prompt": "hi", "max_new_tokens": "5"}, "max_new_tokens", "valid integer"),
+    ({"prompt": "hi", "temperature": -0.1}, "temperature", "greater than or equal to 0"),
+    ({"prompt": "hi", "top_p": 0}, "top_p", "greater than 0"),
+    ({"prompt": "hi", "top_k": -1}, "top_k", "greater than or equal to 0"),
+    ({"prompt": "hi", "seed": -1}, "seed", "greater than or equal to 0"),
+    ({"prompt": "hi", "stop": ["a"] * 9}, "stop", "at most 8 items"),
+    ({"prompt": "hi", "stop": [""]}, "stop", "1 to 64 characters"),
+    ({"prompt": 5}, "prompt", "valid string"),
+    ({"prompt": "hi", "temprature": 1}, "temprature", "unknown field"),
+    ({}, "prompt", "field required"),
+]
+NEXT_WORD_RULES: list[tuple[dict[str, Any], str, str]] = [
+    ({"text": ""}, "text", "at least 1 character"),
+    ({"text": "  "}, "text", "at least one word"),
+    ({"text": "the", "k": 0}, "k", "greater than or equal to 1"),
+    ({"text": "the", "k": 51}, "k", "less than or equal to 50"),
+    ({"text": "the", "k": "3"}, "k", "valid integer"),
+    ({"text": "the", "top_k": 3}, "top_k", "unknown field"),
+    ({}, "text", "field required"),
+]
+
+
 @pytest.mark.parametrize(
-    ("body", "field", "phrase"),
-    [
-        ({"prompt": ""}, "prompt", "at least 1 character"),
-        ({"prompt": "   \n "}, "prompt", "at least one word"),
-        ({"prompt": "x" * 20_001}, "prompt", "at most 20000 characters"),
-        ({"prompt": "hi", "max_new_tokens": 0}, "max_new_tokens", "greater than or equal to 1"),
-        ({"prompt": "hi", "max_new_tokens": 1025}, "max_new_tokens", "less than or equal to 1024"),
-        ({"prompt": "hi", "max_new_tokens": "5"}, "max_new_tokens", "valid integer"),
-        ({"prompt": "hi", "temperature": -0.1}, "temperature", "greater than or equal to 0"),
-        ({"prompt": "hi", "top_p": 0}, "top_p", "greater than 0"),
-        ({"prompt": "hi", "top_k": -1}, "top_k", "greater than or equal to 0"),
-        ({"prompt": "hi", "seed": -1}, "seed", "greater than or equal to 0"),
-        ({"prompt": "hi", "stop": ["a"] * 9}, "stop", "at most 8 items"),
-        ({"prompt": "hi", "stop": [""]}, "stop", "1 to 64 characters"),
-        ({"prompt": 5}, "prompt", "valid string"),
-        ({"prompt": "hi", "temprature": 1}, "temprature", "unknown field"),
-        ({}, "prompt", "field required"),
-    ],
+    ("path", "body", "field", "phrase"),
+    [("/generate", *rule) for rule in GENERATE_RULES] + [("/next-word", *rule) for rule in NEXT_WORD_RULES],
 )
-def test_bad_generate_requests_name_the_field_and_rule(
-    client: TestClient, body: dict[str, Any], field: str, phrase: str
+def test_bad_requests_name_the_field_and_rule(
+    client: TestClient, path: str, body: dict[str, Any], field: str, phrase: str
 ) -> None:
-    response = client.post("/generate", json=body)
+    response = client.post(path, json=body)
     assert response.status_code == 422
     error = response.json()
     assert error["error"] == "validation_error"
@@ -115,11 +117,6 @@ def test_malformed_json_is_a_422(client: TestClient) -> None:
     response = client.post("/generate", content=b'{"prompt": "hi",', headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "not valid JSON" in response.json()["message"]
-
-
-def test_bad_next_word_requests(client: TestClient) -> None:
-    assert client.post("/next-word", json={"text": "the", "k": 51}).status_code == 422
-    assert client.post("/next-word", json={"text": "  "}).status_code == 422
 
 
 def test_prompt_token_limit_is_a_422_naming_the_limit(models_dir: Path) -> None:
@@ -145,11 +142,6 @@ def test_tampered_model_file_is_refused(copied_models_dir: Path) -> None:
         assert "model.onnx: sha256 mismatch" in ready.json()["failures"]["wordlm/1"]
         response = c.post("/generate", json={"prompt": "hello"})
         assert response.status_code == 503 and "no wordlm model is loaded" in response.json()["message"]
-
-
-def test_no_models_means_not_ready(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(models_dir=tmp_path))) as c:
-        assert c.get("/ready").status_code == 503
 
 
 def test_service_never_imports_torch() -> None:

@@ -12,8 +12,10 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from service.families.wordlm.engine import WordLMEngine
 from service.manifest import read_manifest, write_manifest
 from service.tokenizer import tokenize
+from tests.app_state import runtime_of
 
 TEXT = "the cat sat on the mat.\nalice said, 'oh dear!'"
 HIDDEN = 24  # of the fixture model (2 layers)
@@ -72,9 +74,19 @@ def test_chosen_neurons_of_one_layer_with_gates(client: TestClient) -> None:
         assert all(-1.0 <= v <= 1.0 for v in gates["candidate"].values())
 
 
-def test_inspect_is_deterministic(client: TestClient) -> None:
-    first = client.post("/inspect", json={"text": TEXT, "gates": True}).json()
-    assert client.post("/inspect", json={"text": TEXT, "gates": True}).json() == first
+def test_last_token_state_equals_the_prefill_state_generation_starts_from(client: TestClient) -> None:
+    """/inspect runs the activations graph; /generate prefills the step graph. After the last token of the same
+    text both must hold the same (h, c), or generation would continue from a state /inspect never showed."""
+    engine = runtime_of(client).current["wordlm"]
+    assert isinstance(engine, WordLMEngine)
+    _, (h, c) = engine.prefill(engine.encode(TEXT).ids)  # each (layers, 1, hidden)
+    neurons = [0, 5, 11, HIDDEN - 1]
+    body = inspect(client, neurons=neurons)
+    last = body["tokens"][-1]["layers"]
+    assert [layer["layer"] for layer in last] == list(range(engine.layers))
+    for layer in last:
+        np.testing.assert_allclose(list(layer["hidden"].values()), h[layer["layer"], 0, neurons], atol=2e-6)
+        np.testing.assert_allclose(list(layer["cell"].values()), c[layer["layer"], 0, neurons], atol=2e-6)
 
 
 def test_activations_match_a_pytorch_pass(client: TestClient, models_dir: Path) -> None:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .tokenizer import tokenize_line
 
 MAX_PROMPT_CHARS = 20_000
+MAX_SEED = 2**53 - 1  # the largest integer every JSON client (a JavaScript number) carries exactly
 
 
 class StrictRequest(BaseModel):
@@ -84,7 +85,7 @@ class CreateSessionRequest(StrictRequest):
         description="a stateful model family (`stateful: true` in GET /models), e.g. `wordlm` or `forecast`",
     )
     version: int | None = Field(None, ge=1, description="model version (default: the one being served)")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="seeds the session's sampler (generation)")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="seeds the session's sampler (generation)")
 
 
 class SessionInfo(BaseModel):

@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "test-models"
+STALE_AFTER_S = 86_400
 SOURCES = ("training", "service/manifest.py", "service/tokenizer.py", "tests/conftest.py", "tests/model_cache.py",
            "tests/torch_threads.py", "tests/fixtures_sentiment.py", "tests/fixtures_forecast.py")  # fmt: skip
 
@@ -45,7 +47,8 @@ def cached_models(name: str, build: Callable[[Path], object]) -> Path:
     (building / ".complete").touch()
     shutil.rmtree(target, ignore_errors=True)
     building.rename(target)
-    for stale in CACHE.glob(f"{name}-*"):  # keep only the current build of this model
-        if stale != target:
+    # Older builds of this model go once nobody can be using them (another test run may still read a recent one).
+    for stale in CACHE.glob(f"{name}-*"):
+        if stale != target and ".building-" not in stale.name and time.time() - stale.stat().st_mtime > STALE_AFTER_S:
             shutil.rmtree(stale, ignore_errors=True)
     return target / "models"

@@ -7,12 +7,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ...sampling import GREEDY_BELOW
-from ...schemas import MAX_PROMPT_CHARS, ModelRef, StrictRequest, require_tokens
+from ...schemas import MAX_PROMPT_CHARS, MAX_SEED, ModelRef, StrictRequest, require_tokens
 from ...sessions import ID_PATTERN as SESSION_ID_PATTERN
 
 MAX_STOP_STRINGS = 8
 MAX_NEW_TOKENS = 1024
-MAX_SEED = 2**53 - 1
 MAX_INSPECT_TOKENS = 256  # one ONNX call per token, and the answer grows with tokens x layers x neurons
 MAX_NEURONS = 64
 DEFAULT_TOP_K = 10
@@ -126,7 +125,7 @@ class DoneEvent(BaseModel):
     finish_reason: Literal["length", "stop", "eos"]
     usage: Usage
     model: ModelRef
-    session_id: str | None = None
+    session_id: str | None = Field(None, description="the session continued, if any")
 
 
 class ErrorEvent(BaseModel):

@@ -15,8 +15,8 @@ from . import __version__
 from .api_docs import install_docs, operation_id
 from .config import Settings
 from .errors import install_error_handlers
-from .families.base import Family
 from .families.registry import FAMILIES, by_name
+from .family import Family
 from .observability import install_observability
 from .registry import load_registry
 from .routes import health, models, playground, sessions

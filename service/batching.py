@@ -28,7 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from .errors import Overloaded
-from .families.base import State, StepEngine
+from .family import State, StepEngine
 from .sampling import Sampler, sample_rows
 
 log = logging.getLogger(__name__)

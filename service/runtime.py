@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from .batching import GenerationBatcher, MicroBatcher
 from .config import Settings
 from .errors import ModelUnavailable, SessionFamilyMismatch, VersionRetired
-from .families.base import Continuous, Engine, Family, OneShot, StepEngine
+from .family import Continuous, Engine, Family, OneShot, StepEngine
 from .observability import BATCH_SIZE, QUEUE_DEPTH
 from .registry import Registry, load_registry
 from .sessions import MemorySessionStore, RedisSessionStore, SessionRecord, SessionStore

@@ -3,8 +3,8 @@ engines and batching, sessions, the model catalogue, the OpenAPI export, the tes
 
 from __future__ import annotations
 
+from ..family import Family
 from . import forecast, sentiment, wordlm
-from .base import Family
 
 FAMILIES: tuple[Family, ...] = (
     wordlm.FAMILY,

@@ -23,8 +23,8 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from service.families.base import Family
 from service.families.registry import FAMILIES
+from service.family import Family
 from tests.live_server import live_server
 from tests.openapi_examples import schema_examples
 

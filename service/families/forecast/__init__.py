@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import Family, OneShot
+from ...family import Family, OneShot
 from .engine import NAME, ForecastEngine
 from .routes import router
 from .service import limits, run_many

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...config import Settings
-from ..base import Family, OneShot
+from ...family import Family, OneShot
 from .engine import NAME, SentimentEngine
 from .routes import router
 from .schemas import MAX_TEXT_CHARS, MAX_TEXTS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..base import Continuous, Family
+from ...family import Continuous, Family
 from .engine import NAME, WordLMEngine
 from .routes import router
 from .schemas import DoneEvent, ErrorEvent, TokenEvent

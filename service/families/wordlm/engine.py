@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...family import State
 from ...registry import LoadedModel
 from ...sampling import Sampler, SamplingParams, softmax
 from ...tokenizer import EOS, Detokenizer, Vocab, tokenize
-from ..base import State
 
 NAME = "wordlm"
 

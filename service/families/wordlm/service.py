@@ -23,13 +23,13 @@ from starlette.concurrency import run_in_threadpool
 from ...batching import GenerationJob, run_alone
 from ...config import Settings
 from ...errors import FeatureUnavailable, NotFound, RequestError
+from ...family import State
 from ...observability import TOKENS_GENERATED
 from ...runtime import Runtime
 from ...sampling import Sampler, SamplingParams
 from ...schemas import ModelRef
 from ...sessions import SessionRecord
 from ...tokenizer import Detokenizer, tokenize_line
-from ..base import State
 from .engine import NAME, EncodedText, WordLMEngine
 from .inspect import GATES, Inspection, InspectionUnavailable, Inspector, UnknownWord
 from .schemas import (

@@ -11,7 +11,7 @@ runtime (engines and batching), the session routes, the model catalogue, the Ope
       limits   (engine, settings) -> the limits a client must respect, as GET /models/{family} states them
 
 Adding a family = its package under service/families/ (engine, schemas, service, routes, `FAMILY`) and one line
-in registry.py.
+in service/families/registry.py.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from ..config import Settings
-from ..registry import LoadedModel
+from .config import Settings
+from .registry import LoadedModel
 
 State = tuple[np.ndarray, np.ndarray]  # (h, c), each float32 (layers, B, hidden)
 

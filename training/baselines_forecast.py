@@ -234,10 +234,11 @@ def _job_key(method: str, history: np.ndarray, horizon: int, season_length: int)
 
 
 def cached_statistical_forecasts(
-    method: str, jobs: list[tuple[np.ndarray, int, int]], cache: Any, progress: bool = True
-) -> list[ETSForecast]:
+    method: str, jobs: list[tuple[np.ndarray, int, int]], cache: Any, progress: bool = True, compute: bool = True
+) -> list[ETSForecast | None]:
     """STATISTICAL_METHODS[method] for (history, horizon, season_length) jobs; every fit is appended to the JSON
-    lines file `cache` (a Path) as soon as it is made, keyed by a hash of its inputs, and read back from there."""
+    lines file `cache` (a Path) as soon as it is made, keyed by a hash of its inputs, and read back from there.
+    With compute=False only cached fits are returned (None for the others)."""
     import json
 
     from tqdm import tqdm
@@ -254,6 +255,9 @@ def cached_statistical_forecasts(
     with cache.open("a") as f:
         for history, horizon, season in tqdm(jobs, desc=method, unit="series", leave=False, disable=not progress):
             key = _job_key(method, history, horizon, season)
+            if key not in done and not compute:
+                out.append(None)
+                continue
             if key not in done:
                 read = history[-ARIMA_MAX_HISTORY:] if method == "arima" else history
                 r = fit(read, horizon, season)

@@ -23,6 +23,7 @@ from training.data.series import SeriesSet, load_reserved_series, load_series
 from training.forecast.config import TrainConfig
 from training.forecast.evaluate import baseline_forecasts
 from training.forecast.export import export
+from training.forecast.leave_out import BLOCKS, leave_collection_out
 from training.forecast.train import train
 from training.kit.cli import add_dataclass_args, dataclass_from_args
 
@@ -35,7 +36,11 @@ def parser() -> argparse.ArgumentParser:
     p_train = sub.add_parser("train", help="train the ensemble and save a checkpoint")
     p_export = sub.add_parser("export", help="evaluate a checkpoint on the test horizons and publish it")
     p_all = sub.add_parser("all", help="train, then export")
-    for p in (p_train, p_all):
+    p_out = sub.add_parser("leave-out", help="train without each collection in turn and score it (no export)")
+    p_out.add_argument("--blocks", nargs="+", default=list(BLOCKS), help="collections to leave out, one at a time")
+    p_out.add_argument("--workdir", type=Path, default=Path("runs"), help="checkpoints and leave-out.md/json")
+    p_out.add_argument("--cache-dir", type=Path, default=Path("data"), help="cache of the statistical baselines")
+    for p in (p_train, p_all, p_out):
         add_dataclass_args(p.add_argument_group("training"), TrainConfig)
     for p in (p_train, p_export, p_all):
         p.add_argument(
@@ -62,7 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)  # LSTM steps are small: more threads only add contention
-    data = load_series(args.data)
+    data = load_series(getattr(args, "data", None))
+    if args.command == "leave-out":
+        leave_collection_out(load_series(None), dataclass_from_args(TrainConfig, args), tuple(args.blocks),
+                             args.cache_dir, args.workdir)  # fmt: skip
+        return
     reserved = load_reserved_series() if args.data is None else None
     if args.command in ("train", "all"):
         cfg = dataclass_from_args(TrainConfig, args)

@@ -59,6 +59,7 @@ def build_tiny_sentiment_model(models_root: Path, ensemble: int = 2) -> Path:
         ensemble=ensemble,
         model={"embedding": 16, "hidden": 16, "dropout_embedding": 0.0, "dropout_input": 0.0},
         pretrain=PretrainConfig(epochs=0),
+        lexicon=False,  # (the VADER lexicon would be fetched from its package archive)
     )
     checkpoint = tiny_checkpoint_path(models_root)
     with one_torch_thread():

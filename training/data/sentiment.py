@@ -1,13 +1,16 @@
-"""Sentiment data: the Rotten Tomatoes snippets of the pinned vaderSentiment archive, or a user's CSV/JSONL file.
+"""Sentiment data: every labelled domain of the pinned vaderSentiment archive, or a user's CSV/JSONL file.
 
 Default data (shared DATA.md): `vaderSentiment==3.3.2` sdist -> `additional_resources/hutto_ICWSM_2014.tar.gz` ->
-`movieReviewSnippets_GroundTruth.txt`, 10,605 rows `id <TAB> mean rating (-4..4) <TAB> text` with CRLF line ends.
-Label = sign of the rating (negative/positive); the 37 rows rated exactly 0 are dropped. The same folder holds tweets
-and Amazon snippets (out-of-domain checks, never trained on) and NYT editorial snippets (unlabelled text for
-language-model pre-training; their ratings are ignored).
+four `*_GroundTruth.txt` files, rows `id <TAB> mean human rating (-4..4) <TAB> text` with CRLF line ends: Rotten
+Tomatoes movie snippets (10,605), tweets (4,200), Amazon review snippets (3,708) and NYT editorial snippets (5,190).
+Label = sign of the rating (negative/positive); rows rated exactly 0 are dropped. Each row keeps its domain, and ids
+are prefixed with it (`amazon:1_3`).
 
-The split is stratified and seeded: each label's rows are shuffled with the seed and cut 80/10/10, so the same seed
-gives the same rows in each split. The hash of each split's row ids goes into the manifest.
+The split is seeded and done per domain, 80/10/10. Movie snippets and tweets are independent rows: each label's rows
+are shuffled with the seed and cut (stratified). Amazon and NYT ids are `<document>_<sentence>`, sentences of one
+review or editorial: whole documents are shuffled and cut, so neighbouring sentences never straddle splits (their
+label balance is then only approximately equal across splits). The same seed gives the same rows in each split; the
+manifest records each split's row-id hash and its label counts per domain.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,19 @@ NYT_EDITORIALS = _hutto_file(
     "nytEditorialSnippets_GroundTruth.txt", "7d8fbcce7dde5d716da53e78f4ef4be6b706e9ef1e1d51887e6d0ad4b69cc27e"
 )
 OUT_OF_DOMAIN = {"tweets": TWEETS, "amazon": AMAZON}
+DOMAINS = {"movie": MOVIE_REVIEWS, "tweets": TWEETS, "amazon": AMAZON, "nyt": NYT_EDITORIALS}
+DOCUMENT_DOMAINS = frozenset({"amazon", "nyt"})  # ids `<document>_<sentence>`: split by document
+
+# The VADER lexicon (word <TAB> mean valence -4..4 <TAB> sd <TAB> ratings) from the same pinned sdist.
+VADER_LEXICON = ArchiveFile(
+    requirement=_VADER_SDIST[0],
+    no_binary=":all:",
+    archive_name=_VADER_SDIST[1],
+    archive_sha256=_VADER_SDIST[2],
+    member="vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt",
+    member_sha256="1ec9c6e9ee19aade328f8beb393a6afa71a5bb3acf7d3cc22d4ef568df374bf5",
+)
+MINIMAL_PAIRS = Path(__file__).with_name("sentiment_minimal_pairs.jsonl")
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,7 @@ class Example:
     id: str
     text: str
     label: int  # index into the data set's label names
+    domain: str = ""  # the default data's domain (movie, tweets, amazon, nyt); "" for a user's file
 
 
 @dataclass
@@ -84,10 +102,29 @@ class SentimentData:
     source: str
     sha256: str  # of the rows (id, label, text) the split was cut from, in file order
     split: dict[str, Any] = field(default_factory=dict)  # seed, fractions, sizes and row-id hashes per split
-    builtin: bool = False  # the default Rotten Tomatoes data (its out-of-domain sets and VADER apply)
+    builtin: bool = False  # the default archive data (VADER and the per-domain tables apply)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+
+    def domains(self) -> list[str]:
+        """The domains present, in DOMAINS order (then any others, sorted); [""] for a user's file."""
+        present = {e.domain for e in self.train + self.valid + self.test}
+        return [d for d in DOMAINS if d in present] + sorted(present - DOMAINS.keys())
+
+    def without(self, domain: str) -> SentimentData:
+        """The same splits with one domain's rows left out (leave-one-domain-out training)."""
+
+        def keep(rows: list[Example]) -> list[Example]:
+            return [e for e in rows if e.domain != domain]
+
+        return replace(
+            self,
+            train=keep(self.train),
+            valid=keep(self.valid),
+            test=keep(self.test),
+            source=f"{self.source} without {domain}",
+        )
 
 
 class DataFormatError(ValueError):
@@ -108,9 +145,29 @@ def read_ground_truth(path: Path) -> list[tuple[str, float, str]]:
     return rows
 
 
-def polarity_examples(rows: Sequence[tuple[str, float, str]]) -> list[Example]:
-    """Label = sign of the mean rating (0 negative, 1 positive); rows rated exactly 0 are dropped."""
-    return [Example(id=i, text=t, label=int(r > 0)) for i, r, t in rows if r != 0]
+def polarity_examples(rows: Sequence[tuple[str, float, str]], domain: str = "") -> list[Example]:
+    """Label = sign of the mean rating (0 negative, 1 positive); rows rated exactly 0 are dropped.
+
+    With a domain, each example carries it and its id is prefixed `<domain>:`."""
+    prefix = f"{domain}:" if domain else ""
+    return [Example(id=prefix + i, text=t, label=int(r > 0), domain=domain) for i, r, t in rows if r != 0]
+
+
+def read_valence_lexicon(path: Path) -> dict[str, float]:
+    """VADER lexicon entries that are one token of the service's tokenizer -> mean valence (-4..4).
+
+    Emoticons and other entries that the tokenizer splits (":)", "<3") are left out: no single id carries them."""
+    from service.tokenizer import tokenize  # the tokenizer is the contract; imported here to keep this module light
+
+    lexicon = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2:
+            continue
+        tokens = tokenize(parts[0], add_eos=False)
+        if len(tokens) == 1 and tokens[0] == parts[0].lower():
+            lexicon[tokens[0]] = float(parts[1])
+    return lexicon
 
 
 def read_labelled_file(path: Path) -> tuple[list[str], list[str], list[str]]:
@@ -177,24 +234,45 @@ def ids_sha256(examples: Sequence[Example]) -> str:
     return hashlib.sha256("\n".join(e.id for e in examples).encode()).hexdigest()
 
 
+def document_of(example: Example) -> str:
+    """`amazon:12_3` -> `amazon:12`: the review or editorial a sentence comes from."""
+    return example.id.rsplit("_", 1)[0]
+
+
+def domain_rng(seed: int, domain: str) -> np.random.Generator:
+    """Each domain's own shuffle, so a domain's split never depends on which other domains are loaded. The movie
+    snippets (and a user's file) use the plain seed: their split is the one the movie-only models had."""
+    if domain in ("", "movie"):
+        return np.random.default_rng(seed)
+    return np.random.default_rng([seed, zlib.crc32(domain.encode())])
+
+
 def stratified_split(
     examples: Sequence[Example], seed: int, fractions: tuple[float, float, float] = SPLIT_FRACTIONS
 ) -> tuple[list[Example], list[Example], list[Example]]:
-    """Per label: shuffle its rows with `seed` and cut them into train/valid/test by `fractions`.
+    """Per domain and label: shuffle its rows with `seed` and cut them into train/valid/test by `fractions`.
 
-    Every split keeps the label proportions; each split is returned in file order.
+    Domains in DOCUMENT_DOMAINS are cut by whole documents instead (one stratum per domain). Every split keeps the
+    domain mix and (for row-split domains) the label proportions; each split is returned in file order. A user's
+    file (domain "") is split per label exactly as before domains existed.
     """
-    rng = np.random.default_rng(seed)
     assignment = np.zeros(len(examples), dtype=np.int64)  # 0 train, 1 valid, 2 test
-    by_label: dict[int, list[int]] = {}
+    # stratum (domain, label; label -1 = by document) -> units (lists of row indices), in file order
+    strata: dict[tuple[str, int], dict[str, list[int]]] = {}
     for i, e in enumerate(examples):
-        by_label.setdefault(e.label, []).append(i)
-    for label in sorted(by_label):
-        rows = np.asarray(by_label[label])[rng.permutation(len(by_label[label]))]
-        n_valid = round(len(rows) * fractions[1])
-        n_test = round(len(rows) * fractions[2])
-        assignment[rows[:n_valid]] = 1
-        assignment[rows[n_valid : n_valid + n_test]] = 2
+        if e.domain in DOCUMENT_DOMAINS:
+            strata.setdefault((e.domain, -1), {}).setdefault(document_of(e), []).append(i)
+        else:
+            strata.setdefault((e.domain, e.label), {})[str(i)] = [i]
+    rngs: dict[str, np.random.Generator] = {}
+    for key in sorted(strata, key=lambda k: (k[0] not in ("", "movie"), k)):
+        rng = rngs.setdefault(key[0], domain_rng(seed, key[0]))
+        units = list(strata[key].values())
+        order = rng.permutation(len(units))
+        n_valid = round(len(units) * fractions[1])
+        n_test = round(len(units) * fractions[2])
+        for rank, u in enumerate(order):
+            assignment[units[u]] = 1 if rank < n_valid else 2 if rank < n_valid + n_test else 0
     parts: tuple[list[Example], list[Example], list[Example]] = ([], [], [])
     for e, part in zip(examples, assignment, strict=True):
         parts[part].append(e)
@@ -206,14 +284,20 @@ def make_data(
 ) -> SentimentData:
     train, valid, test = stratified_split(examples, seed)
     parts = {"train": train, "valid": valid, "test": test}
-    split = {
-        "method": "stratified by label, seeded shuffle, 80/10/10",
+    split: dict[str, Any] = {
+        "method": "per domain: stratified by label (movie, tweets) or by whole documents (amazon, nyt), seeded "
+        "shuffle, 80/10/10",
         "seed": seed,
         "fractions": list(SPLIT_FRACTIONS),
         "sizes": {name: len(rows) for name, rows in parts.items()},
         "label_counts": {name: dict(Counter(labels[e.label] for e in rows)) for name, rows in parts.items()},
         "ids_sha256": {name: ids_sha256(rows) for name, rows in parts.items()},
     }
+    if any(e.domain for e in examples):
+        split["domain_label_counts"] = {
+            name: {d: dict(Counter(labels[e.label] for e in rows if e.domain == d)) for d in _domains_of(rows)}
+            for name, rows in parts.items()
+        }
     return SentimentData(
         train=train,
         valid=valid,
@@ -226,12 +310,25 @@ def make_data(
     )
 
 
+def _domains_of(rows: Sequence[Example]) -> list[str]:
+    return list(dict.fromkeys(e.domain for e in rows))
+
+
 # ---- entry points --------------------------------------------------------------------------------------------------
-def load_sentiment_data(path: Path | None = None, seed: int = 1234, cache_dir: Path = DEFAULT_CACHE) -> SentimentData:
-    """The user's CSV/JSONL file at `path`, or the default Rotten Tomatoes snippets; split with `seed`."""
+def load_sentiment_data(
+    path: Path | None = None,
+    seed: int = 1234,
+    cache_dir: Path = DEFAULT_CACHE,
+    domains: Sequence[str] = tuple(DOMAINS),
+) -> SentimentData:
+    """The user's CSV/JSONL file at `path`, or the default archive's labelled domains; split with `seed`."""
     if path is None:
-        examples = polarity_examples(read_ground_truth(fetch(MOVIE_REVIEWS, cache_dir)))
-        source = f"{MOVIE_REVIEWS.source} (label = sign of the mean rating; zeros dropped)"
+        examples = [e for d in domains for e in polarity_examples(read_ground_truth(fetch(DOMAINS[d], cache_dir)), d)]
+        counts = Counter(e.domain for e in examples)
+        source = (
+            "; ".join(f"{d} {counts[d]} rows: {DOMAINS[d].source}" for d in domains)
+            + " (label = sign of the mean rating; zeros dropped)"
+        )
         return make_data(examples, list(DEFAULT_LABELS), source, seed, builtin=True)
     ids, texts, names = read_labelled_file(path)
     labels = sorted(set(names))
@@ -249,6 +346,16 @@ def load_unlabelled_snippets(cache_dir: Path = DEFAULT_CACHE) -> tuple[list[str]
     """The NYT editorial snippets as plain text (their ratings are ignored): text for LM pre-training."""
     rows = read_ground_truth(fetch(NYT_EDITORIALS, cache_dir))
     return [text for _, _, text in rows], NYT_EDITORIALS.source
+
+
+def load_valence_lexicon(cache_dir: Path = DEFAULT_CACHE) -> tuple[dict[str, float], str]:
+    """The VADER lexicon's one-token words -> mean valence (-4..4), and its source."""
+    return read_valence_lexicon(fetch(VADER_LEXICON, cache_dir)), VADER_LEXICON.source
+
+
+def load_minimal_pairs(path: Path = MINIMAL_PAIRS) -> list[dict[str, Any]]:
+    """The hand-written minimal pairs: `{"pair", "category", "text", "label"}` per line, two lines per pair."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def load_auxiliary_labelled(cache_dir: Path = DEFAULT_CACHE) -> tuple[list[Example], str]:

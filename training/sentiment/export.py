@@ -15,7 +15,7 @@ import torch
 from service.tokenizer import PAD, UNK
 from training.baselines_sentiment import classification_metrics
 from training.data.archives import DEFAULT_CACHE
-from training.data.sentiment import Example, SentimentData, load_out_of_domain
+from training.data.sentiment import DEFAULT_LABELS, Example, SentimentData, load_minimal_pairs
 from training.kit.checkpoint import Checkpoint
 from training.kit.export import (
     DataSpec,
@@ -30,9 +30,18 @@ from training.kit.export import (
     store_weights_as_fp16,
 )
 from training.kit.plots import curve_figure
-from training.sentiment.encoding import encode, padded_case
-from training.sentiment.evaluate import evaluate_baselines, onnx_probs
-from training.sentiment.model import SentimentConfig
+from training.sentiment.encoding import build_vocab, encode, padded_case, unk_rate
+from training.sentiment.evaluate import (
+    evaluate_baselines,
+    expected_calibration_error,
+    fit_temperature,
+    minimal_pair_scores,
+    negative_log_likelihood,
+    onnx_probs,
+    predict_probs,
+    temperature_scaled,
+)
+from training.sentiment.model import SentimentConfig, SentimentProbs
 from training.sentiment.train import FAMILY, load_trained
 
 log = logging.getLogger(__name__)
@@ -80,6 +89,39 @@ def check_padding_invariance(path: Path, cases: Sequence[dict[str, np.ndarray]],
     return worst
 
 
+def encode_texts(texts: Sequence[str], vocab: Any, max_tokens: int) -> list[list[int]]:
+    return encode([Example(id=str(i), text=t, label=0) for i, t in enumerate(texts)], vocab, max_tokens).ids
+
+
+def fitted_temperature(ensemble: SentimentProbs, valid: Any) -> dict[str, Any]:
+    """Temperature scaling (Guo et al., 2017) fitted on the validation split: NLL and ECE there with and without.
+    `used` says whether it lowered both."""
+    ensemble.temperature = 1.0
+    probs = predict_probs(ensemble, valid.ids)
+    t = fit_temperature(probs, valid.labels)
+    scaled = temperature_scaled(probs, t)
+    record: dict[str, Any] = {
+        "method": "temperature scaling of the averaged probabilities, softmax(log p / T), T fitted on valid (NLL)",
+        "temperature": round(t, 4),
+        "valid_nll": {
+            "before": negative_log_likelihood(probs, valid.labels),
+            "after": negative_log_likelihood(scaled, valid.labels),
+        },
+        "valid_ece": {
+            "before": expected_calibration_error(probs, valid.labels),
+            "after": expected_calibration_error(scaled, valid.labels),
+        },
+    }
+    record["used"] = bool(
+        record["valid_nll"]["after"] < record["valid_nll"]["before"]
+        and record["valid_ece"]["after"] < record["valid_ece"]["before"]
+    )
+    if record["used"]:
+        record["temperature"] = t  # the exact value folded into the graph
+    log.info("calibration: %s", record)
+    return record
+
+
 def save_training_curve(ckpt: Checkpoint, baseline_valid: float | None, path: Path) -> None:
     title, xlabel = "sentiment BiLSTM fine-tuning", "fine-tuning epoch (dotted: train accuracy, with dropout)"
     with curve_figure(path, title, xlabel, "accuracy", legend_size=8) as ax:
@@ -101,12 +143,16 @@ def export(
     curve: bool = True,
     baselines: bool = True,
     experiments: list[dict[str, Any]] | None = None,
+    lodo: list[dict[str, Any]] | None = None,
     fp16_weights: bool = True,
+    calibrate: bool = True,
 ) -> Path:
     """Export to ONNX, check parity and padding invariance, evaluate model and baselines, publish the version.
 
     With `fp16_weights` the weights are rounded to float16 first and stored as float16 (half the file, float32
     compute); parity is then checked against the rounded PyTorch model, and every metric is measured on the file.
+    With `calibrate`, a temperature is fitted on the validation split (lowest NLL) and folded into the graph when
+    it lowers both the validation NLL and ECE; the manifest gives ECE on every test split before and after.
     """
     ensemble, vocab, ckpt = load_trained(checkpoint)
     if fp16_weights:
@@ -117,8 +163,11 @@ def export(
     train_cfg = ckpt.train_config
     model_cfg = SentimentConfig(**ckpt.model_config)
     max_tokens = train_cfg["max_tokens"]
-    out_of_domain = load_out_of_domain(cache_dir) if data.builtin else {}
-    baseline_metrics = evaluate_baselines(data, out_of_domain) if baselines else {}
+    pairs = load_minimal_pairs() if tuple(data.labels) == DEFAULT_LABELS else []
+    baseline_metrics = evaluate_baselines(data, {}, pairs) if baselines else {}
+    calibration = fitted_temperature(ensemble, encode(data.valid, vocab, max_tokens)) if calibrate else {}
+    ensemble.temperature = calibration.get("temperature", 1.0) if calibration.get("used") else 1.0
+    temperature = ensemble.temperature
 
     with publish_version(models_dir, FAMILY, version) as staged:
         onnx_path = staged.path / "model.onnx"
@@ -130,16 +179,34 @@ def export(
         max_diff = check_parity(ensemble, onnx_path, cases, PARITY_ATOL)
         invariance = check_padding_invariance(onnx_path, cases[2:], INVARIANCE_ATOL)
 
-        # The metrics describe the file that is served: they come from onnxruntime, not from PyTorch.
+        # The metrics describe the file that is served: they come from onnxruntime, not from PyTorch. ECE is given
+        # for the served (temperature-scaled) probabilities and for the same graph's before scaling (T undone).
         def score(rows: Sequence[Example]) -> dict[str, float]:
             encoded = encode(rows, vocab, max_tokens)
             probs = onnx_probs(onnx_path, encoded.ids)
-            return classification_metrics(encoded.labels, probs.argmax(1), len(data.labels))
+            metrics = classification_metrics(encoded.labels, probs.argmax(1), len(data.labels))
+            metrics["ece"] = expected_calibration_error(probs, encoded.labels)
+            unscaled = temperature_scaled(probs, 1.0 / temperature)
+            metrics["ece_before_temperature"] = expected_calibration_error(unscaled, encoded.labels)
+            metrics["unk_rate"] = unk_rate(rows, vocab, max_tokens)
+            return metrics
 
         trained = ckpt.extra["metrics"]
         model_metrics: dict[str, Any] = {"test": score(data.test), "valid": score(data.valid)}
-        for name, rows in out_of_domain.items():
-            model_metrics[f"out_of_domain_{name}"] = score(rows)
+        domains = [d for d in data.domains() if d]
+        for d in domains:
+            model_metrics[f"test_{d}"] = score([e for e in data.test if e.domain == d])
+        if pairs:
+            pair_probs = onnx_probs(onnx_path, encode_texts([r["text"] for r in pairs], vocab, max_tokens))
+            model_metrics["minimal_pairs"] = minimal_pair_scores(pairs, pair_probs.argmax(1), data.labels)
+        if len(domains) > 1 and "movie" in domains:
+            # The vocabulary the movie-only models had (movie train split, same min count), on each domain's test.
+            movie_vocab = build_vocab([e for e in data.train if e.domain == "movie"], train_cfg["min_count"])
+            model_metrics["unk_rate_movie_only_vocabulary"] = {
+                d: unk_rate([e for e in data.test if e.domain == d], movie_vocab, max_tokens) for d in domains
+            }
+        model_metrics["calibration"] = calibration
+        model_metrics["leave_one_domain_out"] = lodo or []
         model_metrics["valid_accuracy_per_member"] = trained["valid_accuracy_per_member"]
         model_metrics["valid_accuracy_pytorch_float32"] = trained["valid"]["accuracy"]
         model_metrics["onnx_parity_max_abs_diff"] = max_diff
@@ -168,12 +235,15 @@ def export(
                 "pad_token": PAD,
                 "unk_token": UNK,
                 "members": members,
+                "temperature": temperature,
                 "weights": "float16 storage, float32 compute" if fp16_weights else "float32",
             },
             data=DataSpec(source=provenance["source"], sha256=provenance["sha256"], splits=data.split),
+            # (the VADER lexicon, when used, is recorded in training.lexicon)
             training={
                 **{k: v for k, v in train_cfg.items() if k != "pretrain"},
                 "pretrain": ckpt.extra["pretrain"],
+                "lexicon": ckpt.extra.get("lexicon"),
                 "parameters": ckpt.extra["parameters"],
                 "minutes": round(ckpt.extra["minutes"], 2),
                 "history": ckpt.history,

@@ -30,6 +30,9 @@ class SentimentConfig:
     dropout_input: float = 0.3  # locked dropout on the embeddings
     dropout_hidden: float = 0.3  # between the LSTM layers
     dropout_output: float = 0.5  # on the pooled features, before the linear head
+    # One more input channel per token: its VADER lexicon valence / 4 (0 for words outside the lexicon), a fixed
+    # table inside the graph (`valence` buffer, set from the vocabulary before training).
+    valence: bool = False
     pad_id: int = 0
 
     def __post_init__(self) -> None:
@@ -62,8 +65,10 @@ class BiLSTMClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embedding, padding_idx=config.pad_id)
+        if config.valence:
+            self.register_buffer("valence", torch.zeros(config.vocab_size, 1))  # (V, 1), not trained
         self.lstm = nn.LSTM(
-            config.embedding,
+            config.embedding + int(config.valence),
             config.hidden,
             num_layers=config.layers,
             batch_first=True,
@@ -78,6 +83,9 @@ class BiLSTMClassifier(nn.Module):
         steps = tokens.size(1)
         x = embedding_dropout(self.embed, tokens, cfg.dropout_embedding, self.training)  # (B, T, E)
         x = locked_dropout(x, cfg.dropout_input, self.training)
+        if cfg.valence:  # the lexicon channel is never dropped: (B, T, E + 1)
+            valence: Tensor = self.valence  # type: ignore[assignment]  # a buffer
+            x = torch.cat([x, F.embedding(tokens, valence)], dim=-1)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         packed_out, (h_n, _) = self.lstm(packed)
         # (B, T, 2H); positions past a text's length are zeros. total_length keeps T = the padded width.
@@ -107,13 +115,15 @@ class SentimentProbs(nn.Module):
     """The ONNX contract: tokens (B, T) int64 padded, lengths (B,) int64 -> probs (B, classes) float32.
 
     Several members are averaged (an ensemble of classifiers trained with different seeds); one member is the
-    plain model.
+    plain model. A temperature other than 1 rescales the averaged probabilities, softmax(log p / T), inside the
+    graph (temperature scaling fitted on validation): probabilities change, the argmax never does.
     """
 
-    def __init__(self, members: list[BiLSTMClassifier]) -> None:
+    def __init__(self, members: list[BiLSTMClassifier], temperature: float = 1.0) -> None:
         super().__init__()
         assert members, "at least one classifier"
         self.members = nn.ModuleList(members)
+        self.temperature = temperature
 
     @classmethod
     def untrained(cls, config: SentimentConfig, members: int) -> SentimentProbs:
@@ -122,7 +132,10 @@ class SentimentProbs(nn.Module):
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         probs = [F.softmax(m(tokens, lengths), dim=-1) for m in self.members]
-        return torch.stack(probs).mean(dim=0)
+        mean = torch.stack(probs).mean(dim=0)  # (B, classes)
+        if self.temperature == 1.0:
+            return mean
+        return F.softmax(torch.log(mean.clamp_min(1e-12)) / self.temperature, dim=-1)
 
 
 class BiLanguageModel(nn.Module):
@@ -180,6 +193,8 @@ class BiLanguageModel(nn.Module):
     def transfer_to(self, classifier: BiLSTMClassifier) -> None:
         """Initialise the classifier's embedding and bidirectional LSTM from this model (same sizes)."""
         cfg, target = self.config, classifier.config
+        if target.valence:
+            raise ValueError("pre-training does not cover the lexicon input channel (valence)")
         sizes = (cfg.vocab_size, cfg.embedding, cfg.hidden, cfg.layers)
         if sizes != (target.vocab_size, target.embedding, target.hidden, target.layers):
             raise ValueError("pre-trained and classifier sizes differ")

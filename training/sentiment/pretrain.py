@@ -58,7 +58,7 @@ def unlabelled_corpus(data: SentimentData, cfg: PretrainConfig, cache_dir: Path)
     if cfg.use_train_texts:
         sequences += [tokenize(e.text, add_eos=False)[: cfg.max_tokens] for e in data.train]
         sources.append(f"{len(data.train)} train-split texts (labels unused)")
-    if cfg.use_nyt:
+    if cfg.use_nyt and "nyt" not in data.domains():  # (when NYT is a labelled domain, its valid/test must not leak)
         texts, _ = load_unlabelled_snippets(cache_dir)
         sequences += [tokenize(t, add_eos=False)[: cfg.max_tokens] for t in texts]
         sources.append(f"{len(texts)} NYT editorial snippets (vaderSentiment archive, ratings unused)")

@@ -18,12 +18,20 @@ from torch import Tensor
 from service.tokenizer import Vocab
 from training.baselines_sentiment import classification_metrics
 from training.data.archives import DEFAULT_CACHE
-from training.data.sentiment import DEFAULT_LABELS, SentimentData, load_auxiliary_labelled
+from training.data.sentiment import DEFAULT_LABELS, SentimentData, load_auxiliary_labelled, load_valence_lexicon
 from training.kit.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from training.kit.loop import Stopping, fit, progress
 from training.kit.seed import set_seed
 from training.sentiment.config import TrainConfig
-from training.sentiment.encoding import Encoded, build_vocab, encode, pad_batch, shuffled_batches
+from training.sentiment.encoding import (
+    Encoded,
+    bucketed_batches,
+    build_vocab,
+    encode,
+    pad_batch,
+    shuffled_batches,
+    valence_table,
+)
 from training.sentiment.evaluate import accuracy, predict_probs
 from training.sentiment.model import BiLanguageModel, BiLSTMClassifier, SentimentConfig, SentimentProbs
 from training.sentiment.pretrain import pretrained_lm
@@ -55,7 +63,11 @@ def train_classifier(
             p.requires_grad_(not frozen)
         model.train()
         total_loss, seen, correct = 0.0, 0, 0
-        batches = list(shuffled_batches(len(train), cfg.batch_size, rng))
+        batches = list(
+            bucketed_batches(train.ids, cfg.batch_size, rng)
+            if cfg.length_buckets
+            else shuffled_batches(len(train), cfg.batch_size, rng)
+        )
         if cfg.max_batches:
             batches = batches[: cfg.max_batches]
         bar = progress(batches, f"seed {seed} epoch {epoch:2d}")
@@ -113,17 +125,26 @@ def train(
     path) and return it. Validation metrics only: the test split is read at export."""
     started = time.monotonic()
     set_seed(cfg.seed)
-    vocab = build_vocab(data.train, cfg.min_count)
+    lexicon: dict[str, float] = {}
+    lexicon_source = ""
+    if cfg.lexicon:
+        lexicon, lexicon_source = load_valence_lexicon(cache_dir)
+    vocab = build_vocab(data.train, cfg.min_count, lexicon)
     train_rows = list(data.train)
     if cfg.nyt_labels:
         if tuple(data.labels) != DEFAULT_LABELS:
             raise ValueError("nyt_labels needs the labels negative/positive")
+        if "nyt" in data.domains():
+            raise ValueError("nyt_labels: the NYT snippets are already a domain of the data")
         extra, _ = load_auxiliary_labelled(cache_dir)
         train_rows += extra
         log.info("training rows: %d movie reviews + %d labelled NYT editorial snippets", len(data.train), len(extra))
     train_set = encode(train_rows, vocab, cfg.max_tokens)
     valid_set = encode(data.valid, vocab, cfg.max_tokens)
-    model_cfg = SentimentConfig(vocab_size=len(vocab), num_classes=len(data.labels), **cfg.model)
+    model_cfg = SentimentConfig(
+        vocab_size=len(vocab), num_classes=len(data.labels), **{"valence": cfg.lexicon, **cfg.model}
+    )
+    valence = valence_table(vocab, lexicon) if model_cfg.valence else None
     log.info("data %s | labels %s | vocab %d | model %s", data.sizes(), data.labels, len(vocab), model_cfg)
 
     lm_state: dict[str, Tensor] | None = None
@@ -136,6 +157,8 @@ def train(
         seed = cfg.seed + k
         set_seed(seed)
         model = BiLSTMClassifier(model_cfg)
+        if valence is not None:
+            model.get_buffer("valence").copy_(valence)
         if lm_state is not None:
             lm = BiLanguageModel(model_cfg, cfg.pretrain.cutoffs)
             lm.load_state_dict(lm_state)
@@ -172,6 +195,7 @@ def train(
             "vocab": vocab.itos,
             "labels": data.labels,
             "pretrain": pretrain_record,
+            "lexicon": {"source": lexicon_source, "words": len(lexicon)} if cfg.lexicon else None,
             "metrics": metrics,
             "data": {"source": data.source, "sha256": data.sha256, "split": data.split},
             "minutes": minutes,

@@ -12,7 +12,8 @@ def test_a_variant_changes_only_what_it_names() -> None:
     cfg = apply_overrides(base, VARIANTS["e128-b32-pretrained"])
     assert cfg.model == {"dropout_output": 0.4, "embedding": 128, "hidden": 128}
     assert cfg.pretrain == PretrainConfig(epochs=3)
-    assert replace(cfg, model=base.model, pretrain=base.pretrain, batch_size=64, lr=3e-3, patience=3, epochs=12) == base
+    same = {"batch_size": base.batch_size, "lr": base.lr, "patience": base.patience, "epochs": base.epochs}
+    assert replace(cfg, model=base.model, pretrain=base.pretrain, **same) == base
     assert apply_overrides(base, VARIANTS["e64-h96-b64-scratch"]).model == base.model  # the default size
 
 

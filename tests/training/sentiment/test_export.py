@@ -44,6 +44,7 @@ def test_exported_graph_matches_pytorch_on_padded_batches(sentiment_models_dir: 
     model, vocab, ckpt = load_trained(tiny_checkpoint_path(sentiment_models_dir))
     round_weights_to_fp16(model)  # the file stores float16 weights (float32 compute)
     path = sentiment_models_dir / "sentiment" / "1" / "model.onnx"
+    model.temperature = json.loads(path.with_name("manifest.json").read_text())["config"]["temperature"]  # folded in
     cases = export.parity_cases(len(vocab), TINY_MAX_TOKENS, seed=9)
     assert check_parity(model, path, cases, 1e-5) <= 1e-5
     assert export.check_padding_invariance(path, cases, 1e-6) <= 1e-6

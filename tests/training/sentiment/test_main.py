@@ -38,7 +38,7 @@ def test_every_config_field_is_a_flag() -> None:
     for cls, prefix, given in (
         (TrainConfig, "", {"model", "pretrain"}),
         (PretrainConfig, "pretrain-", set()),
-        (SentimentConfig, "", {"vocab_size", "num_classes", "pad_id"}),
+        (SentimentConfig, "", {"vocab_size", "num_classes", "pad_id", "valence"}),
     ):
         for f in dataclasses.fields(cls):
             assert f.name in given or f"--{prefix}{f.name.replace('_', '-')}" in flags, f.name
@@ -49,7 +49,8 @@ def test_user_data_trains_then_publishes(tmp_path: Path) -> None:
     data = tmp_path / "mine.csv"
     data.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows), encoding="utf-8")
     argv = f"all --data {data} --checkpoint {tmp_path / 's.pt'} --models-dir {tmp_path / 'models'} --threads 1"
-    main([*argv.split(), "--ensemble", "1", "--epochs", "1", "--min-count", "1", "--embedding", "8", "--hidden", "8"])
+    flags = "--ensemble 1 --epochs 1 --min-count 1 --embedding 8 --hidden 8 --no-lexicon"
+    main([*argv.split(), *flags.split()])
     manifest = read_manifest(tmp_path / "models" / "sentiment" / "1")
     assert manifest.config["labels"] == ["neg", "pos"] and manifest.config["hidden"] == 8
     assert manifest.training["experiments"] == []  # the recorded sweep describes the default data only

@@ -42,6 +42,7 @@ def test_tiny_model_learns_a_separable_set() -> None:
         ensemble=1,
         model={"embedding": 12, "hidden": 12, "dropout_embedding": 0.0, "dropout_input": 0.0},
         pretrain=PretrainConfig(epochs=0),
+        lexicon=False,  # (the VADER lexicon would be fetched from its package archive)
     )
     vocab = build_vocab(data.train, 1)
     assert vocab.itos[:2] == [PAD, UNK]

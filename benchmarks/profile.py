@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,24 +123,39 @@ def main() -> None:
     parser.add_argument("--label", action="append", help="a label per --repo")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the tables, leave BENCHMARKS.md alone")
     args = parser.parse_args()
     repos = args.repo or [REPO]
     labels = args.label or [r.name for r in repos]
-    sentiment: dict[str, dict[str, float]] = {}
-    generate: dict[str, dict[str, float]] = {}
-    raw: dict[str, object] = {}
-    for repo, label in zip(repos, labels, strict=True):
-        stages, requests, _ = profile(repo, "/sentiment", SENTIMENT, args.seconds, args.rate)
-        sentiment[label] = per_unit(stages, requests, args.rate)
-        sentiment[label]["requests/s"] = requests / args.seconds
-        stages, _, tokens = profile(repo, "/generate", GENERATE, args.seconds, args.rate)
-        generate[label] = per_unit(stages, tokens, args.rate)
-        generate[label]["tokens/s"] = tokens / args.seconds
-        raw[label] = {"sentiment": sentiment[label], "generate": generate[label]}
+    # Interleaved rounds (round 1 of every checkout, then round 2 ...): samples add up over rounds, throughputs are
+    # medians over rounds, so machine noise hits every checkout alike.
+    samples = {label: {"sentiment": Counter[str](), "generate": Counter[str]()} for label in labels}
+    units = {label: {"sentiment": 0, "generate": 0} for label in labels}
+    rates: dict[str, dict[str, list[float]]] = {label: {"sentiment": [], "generate": []} for label in labels}
+    for _ in range(args.rounds):
+        for repo, label in zip(repos, labels, strict=True):
+            stages, requests, _ = profile(repo, "/sentiment", SENTIMENT, args.seconds, args.rate)
+            samples[label]["sentiment"] += stages
+            units[label]["sentiment"] += requests
+            rates[label]["sentiment"].append(requests / args.seconds)
+            stages, _, tokens = profile(repo, "/generate", GENERATE, args.seconds, args.rate)
+            samples[label]["generate"] += stages
+            units[label]["generate"] += tokens
+            rates[label]["generate"].append(tokens / args.seconds)
+    sentiment = {label: per_unit(samples[label]["sentiment"], units[label]["sentiment"], args.rate) for label in labels}
+    generate = {label: per_unit(samples[label]["generate"], units[label]["generate"], args.rate) for label in labels}
+    for label in labels:
+        sentiment[label]["requests/s"] = statistics.median(rates[label]["sentiment"])
+        generate[label]["tokens/s"] = statistics.median(rates[label]["generate"])
+    raw = {
+        label: {"sentiment": sentiment[label], "generate": generate[label], "rounds": rates[label]} for label in labels
+    }
     lines = ["## Where the time goes (py-spy, one client)", "",
-             f"`python -m benchmarks.profile` — {args.seconds:.0f} s per workload, py-spy at {args.rate} Hz over every "
-             "thread of the server (idle excluded), CPU ms per unit; the machine's 2 cores were shared.", "",
+             f"`python -m benchmarks.profile {' '.join(sys.argv[1:])}` — {args.rounds} interleaved rounds of "
+             f"{args.seconds:.0f} s per workload, py-spy at {args.rate} Hz over every thread of the server (idle "
+             "excluded), CPU ms per unit summed over rounds; throughputs are medians over rounds. The machine's 2 "
+             f"cores were shared (load average {os.getloadavg()[0]:.1f} at the end).", "",
              "/sentiment, one short text, CPU ms per request:", "", *table(sentiment, "ms/request"), "",
              "requests/s: " + ", ".join(f"{k} {v['requests/s']:.0f}" for k, v in sentiment.items()), "",
              "/generate, 100 greedy tokens, CPU ms per generated token:", "", *table(generate, "ms/token"), "",

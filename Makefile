@@ -54,7 +54,7 @@ format: $(VENV)/.all
 
 models: models-wordlm models-sentiment models-forecast  ## fetch data, train, evaluate and export every default model
 
-models-wordlm: $(VENV)/.all  ## ~15 min on 2 free cores: two word LMs trained side by side (one process each), averaged
+models-wordlm: $(VENV)/.all  ## ~25 min on 2 free cores: two word LMs trained side by side (one process each), averaged
 	$(BIN)/python -m training.wordlm all --checkpoint runs/wordlm.pt
 
 models-sentiment: $(VENV)/.all

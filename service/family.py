@@ -57,7 +57,7 @@ class Continuous:
 
 
 class SessionCodec(Protocol):
-    def initial_data(self, seed: int | None) -> dict[str, Any]:
+    def initial_data(self, engine: Any, seed: int | None) -> dict[str, Any]:
         """What a new session of this family holds before its first call (JSON-able)."""
         ...
 

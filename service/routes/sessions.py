@@ -48,7 +48,8 @@ async def create_session(body: CreateSessionRequest, runtime: RuntimeDep) -> Ses
         raise RequestError(f"version: {body.model} version {version} is not loaded", "version")
     codec = runtime.families[body.model].session
     assert codec is not None
-    record = runtime.sessions.new_record(body.model, version, codec.initial_data(body.seed))
+    engine = runtime.versions[(body.model, version)]
+    record = runtime.sessions.new_record(body.model, version, codec.initial_data(engine, body.seed))
     await run_in_threadpool(runtime.sessions.create, record)
     return info(runtime, record)
 

@@ -13,7 +13,7 @@ from .service import limits, run_many
 class ForecastSessions:
     """A forecast session holds nothing before its first call: the first observations fix its scaling."""
 
-    def initial_data(self, seed: int | None) -> dict[str, Any]:
+    def initial_data(self, engine: Any, seed: int | None) -> dict[str, Any]:
         return {}
 
 

@@ -105,6 +105,7 @@ class WordLMEngine:
         self.layers: int = manifest.config["layers"]
         self.hidden: int = manifest.config["hidden"]
         self.vocab = Vocab.load(model.directory / manifest.tokenizer.vocab_file)
+        self.eos_mode = manifest.tokenizer.eos  # where the model learnt <eos>: prompts are read and text written so
         self.eos_id = self.vocab.stoi[EOS]
         self.special_ids = np.array([self.eos_id, self.vocab.unk_id])
 
@@ -125,7 +126,7 @@ class WordLMEngine:
 
     # ---- text -------------------------------------------------------------------------------------------------
     def encode(self, text: str) -> EncodedText:
-        tokens = tokenize(text)
+        tokens = tokenize(text, eos=self.eos_mode)
         ids = self.vocab.encode(tokens)
         return EncodedText(tokens=tokens, ids=ids, unknown=sum(i == self.vocab.unk_id for i in ids))
 
@@ -141,7 +142,7 @@ class WordLMEngine:
         """A generation; pass a session's sampler and detokenizer to continue its text exactly."""
         return Generation(
             sampler=sampler or Sampler(params, None),
-            detokenizer=detokenizer or Detokenizer(),
+            detokenizer=detokenizer or Detokenizer(self.eos_mode),
             max_new_tokens=max_new_tokens,
             eos_id=self.eos_id,
             itos=self.vocab.itos,

@@ -29,7 +29,7 @@ from ...runtime import Runtime
 from ...sampling import Sampler, SamplingParams
 from ...schemas import ModelRef
 from ...sessions import SessionRecord
-from ...tokenizer import Detokenizer, tokenize_line
+from ...tokenizer import EOS, Detokenizer, tokenize_line
 from .engine import NAME, EncodedText, WordLMEngine
 from .inspect import GATES, Inspection, InspectionUnavailable, Inspector, UnknownWord
 from .schemas import (
@@ -90,8 +90,8 @@ class GenerationState:
     tokens_seen: int = 0
 
     @classmethod
-    def initial(cls, seed: int | None) -> GenerationState:
-        return cls(None, None, Sampler(SamplingParams(), seed).rng_state(), Detokenizer().state())
+    def initial(cls, engine: WordLMEngine, seed: int | None) -> GenerationState:
+        return cls(None, None, Sampler(SamplingParams(), seed).rng_state(), Detokenizer(engine.eos_mode).state())
 
     @classmethod
     def from_record(cls, record: SessionRecord) -> GenerationState:
@@ -107,9 +107,9 @@ class GenerationState:
 class GenerationSessions:
     """The family's `SessionCodec`."""
 
-    def initial_data(self, seed: int | None) -> dict[str, Any]:
+    def initial_data(self, engine: Any, seed: int | None) -> dict[str, Any]:
         record = SessionRecord("-", NAME, 0, 0.0, 0.0, 0.0)
-        GenerationState.initial(seed).store_in(record)
+        GenerationState.initial(engine, seed).store_in(record)
         return record.data
 
 
@@ -215,7 +215,12 @@ class GenerationService:
         prompt = encode(engine, body.prompt, "prompt", max_tokens) if body.prompt is not None else None
         prompt_ids = prompt.ids if prompt else []
         if state is None:
-            detokenizer, sampler, feed, lstm = Detokenizer(), Sampler(params, body.seed), prompt_ids, None
+            detokenizer, sampler, feed, lstm = (
+                Detokenizer(engine.eos_mode),
+                Sampler(params, body.seed),
+                prompt_ids,
+                None,
+            )
         else:
             detokenizer = Detokenizer.from_state(state.detokenizer)
             sampler = Sampler(params, body.seed) if body.seed is not None else Sampler.resume(params, state.rng)
@@ -225,10 +230,14 @@ class GenerationService:
         if not feed:
             raise RequestError("prompt: required on a session's first call (there is no text to continue yet)",
                                "prompt")  # fmt: skip
+        # The session's last call ended its text with <eos> (sampled, never shown): this call starts after it, on a
+        # new line or paragraph, unless a prompt comes first.
+        lead = detokenizer.feed(EOS) if state and state.pending_token == engine.eos_id and not prompt else ""
         if prompt:
             detokenizer.prime(prompt.tokens)  # quotes and capitalisation continue from the prompt
         generation = engine.new_generation(params, body.max_new_tokens, tuple(body.stop), body.ignore_eos,
                                            sampler=sampler, detokenizer=detokenizer)  # fmt: skip
+        generation.text = lead
         job = GenerationJob(generation, feed, lstm, request_id=request_id)
         return Generation(self.runtime, engine, job, prompt, session, state)
 

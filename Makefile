@@ -60,7 +60,7 @@ models-wordlm: $(VENV)/.all  ## ~25 min on 2 free cores: two word LMs trained si
 models-sentiment: $(VENV)/.all
 	$(BIN)/python -m training.sentiment all --checkpoint runs/sentiment.pt --threads 1
 
-models-forecast: $(VENV)/.all  ## ~15 min on 2 cores: 3 LSTM members, then the ETS baseline on every series
+models-forecast: $(VENV)/.all  ## ~27 min on 2 cores: 3 LSTM members (9.5 min budget each), ETS/Theta fitted alongside
 	$(BIN)/python -m training.forecast all --checkpoint runs/forecast.pt --docs-dir docs
 
 # ---- packaging (README: Docker, OpenAPI client) ----

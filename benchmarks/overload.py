@@ -296,7 +296,7 @@ def report(result: dict[str, Any], counts: dict[str, int], timeout: float, setti
     rss_start = samples.rss[0][1]
     rss_end = samples.rss[-1][1]
     mb = 1024 * 1024
-    unfinished = f" ({result['unfinished']} unanswered at the budget)" if result["unfinished"] else ""
+    unfinished = f" ({result['unfinished']} still unanswered at the budget)" if result["unfinished"] else ""
     recovery = (
         f"{result['recovery_s']:.2f} s after the flood's last answer (first round after it: "
         f"{1000 * result['first_after'][0]:.0f} ms and {1000 * result['first_after'][1]:.0f} ms)."
@@ -314,8 +314,8 @@ def report(result: dict[str, Any], counts: dict[str, int], timeout: float, setti
         "",
         f"Flood: {total} requests sent at once, interleaved: {counts['/generate']} × `/generate` (1,024 tokens, "
         f"`ignore_eos`, temperature 0.8), {counts['/sentiment']} × `/sentiment` (256 texts of 5–25 words), "
-        f"{counts['/forecast']} × `/forecast` (2,000 points, horizon 48). Every answer came in "
-        f"{result['flood_s']:.1f} s{unfinished}.",
+        f"{counts['/forecast']} × `/forecast` (2,000 points, horizon 48). From the first request sent to the last "
+        f"answer or client timeout: {result['flood_s']:.1f} s{unfinished}.",
         "",
         "| endpoint | sent | statuses | 503 with Retry-After | p50 of 200s (s) | max of 200s (s) | p50 of 503s (ms) |",
         "|---|---|---|---|---|---|---|",
@@ -323,7 +323,7 @@ def report(result: dict[str, Any], counts: dict[str, int], timeout: float, setti
     for path in BODIES:
         mine = [r for r in replies if r.path == path]
         statuses = Counter(r.status for r in mine)
-        shown = ", ".join(f"{'no answer' if s == 0 else 'error' if s == -1 else s} × {n}"
+        shown = ", ".join(f"{'no answer in time' if s == 0 else 'error' if s == -1 else s} × {n}"
                           for s, n in sorted(statuses.items()))  # fmt: skip
         ok = [r.seconds for r in mine if r.status == 200]
         shed = [r for r in mine if r.status == 503]

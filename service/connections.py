@@ -9,8 +9,9 @@ them per loop tick). `GuardedH11Protocol` adds what is missing:
   made (or of the previous response): else `408` (if some bytes came) and the connection is closed;
 * a body deadline: the whole body must arrive within `body_timeout_s` after the headers: else `408`, the app's
   `receive()` gets `http.disconnect`, and the connection is closed;
-* a connection cap: past `max_connections` open connections, a new one is answered `503` with `Retry-After` at once
-  and closed (before it can hold a file descriptor for long);
+* a connection cap: past `max_connections` open connections, a new one is answered `503` with `Retry-After` as soon
+  as its request line arrives (at most 1 s later) and closed, unless it is a probe (`GET /health`, `GET /ready`),
+  which is served: a connection flood must not get the pod restarted or taken out of rotation;
 
 and `install_log_guards` turns the per-event warnings that a flood produces (accept() out of file descriptors,
 invalid requests, the deadlines above) into one line per kind every 10 s, with the count.
@@ -37,7 +38,9 @@ log = logging.getLogger("service.connections")
 FD_RESERVE = 64  # descriptors kept for model files, the log, Redis and the listening socket
 ACCEPT_BURST = 16  # connections accepted per event-loop tick, before any of them is seen by the protocol
 ACCEPT_IN_FLIGHT = 4 * ACCEPT_BURST  # a socket reaches connection_made (and its refusal closes) ~3 ticks later
-REFUSE_LINGER_MAX = 64  # refused connections kept open (up to 1 s) so that the client reads its 503
+REFUSE_LINGER_MAX = 64  # over-cap connections kept open (up to 1 s) for their request line: probes pass, others 503
+# Served even past the connection cap: the orchestrator's probes (Kubernetes, Docker HEALTHCHECK).
+PROBE_REQUESTS = tuple(f"GET {path}{end}".encode() for path in ("/health", "/ready") for end in " ?")
 
 
 class RateLimitedLog:
@@ -198,26 +201,37 @@ class GuardedH11Protocol(H11Protocol):
         over_cap = len(self.connections) >= self.max_connections
         super().connection_made(transport)
         if over_cap:
-            self._refuse()
+            self._over_cap()
             return
         self._arm_header_timer()
 
-    _lingering = 0  # refused connections still open, in this process
+    _lingering = 0  # over-cap connections still open, in this process
 
-    def _refuse(self) -> None:
-        """503 at once; close when the request has been read (so that no RST eats the answer) or after a second.
-
-        Past REFUSE_LINGER_MAX such connections, close at once: the descriptors matter more than the answer."""
-        self._refusing = True
+    def _over_cap(self) -> None:
+        """Past the cap: wait up to a second for the request line. A probe (GET /health, GET /ready) is served, so
+        that a connection flood does not make the orchestrator restart the pod or take it out of rotation; anything
+        else gets 503 with Retry-After once its request is read (closing then sends FIN, not an RST that could eat
+        the answer). Past REFUSE_LINGER_MAX such connections, 503 and close at once: descriptors come first."""
         self._log_refused()
-        message = f"the server has {self.max_connections} open connections, its limit; retry shortly"
-        self.transport.write(_raw_response(503, "Service Unavailable", "unavailable", message, {"retry-after": "1"}))
         if GuardedH11Protocol._lingering >= REFUSE_LINGER_MAX:
-            self._close()
+            self._refuse()
             return
         GuardedH11Protocol._lingering += 1
         self._counted = True
-        self.loop.call_later(self.refuse_linger_s, self._close)
+        self._refusing = True
+        self.loop.call_later(self.refuse_linger_s, self._refuse)
+
+    def _uncount(self) -> None:
+        if self._counted:
+            GuardedH11Protocol._lingering -= 1
+            self._counted = False
+
+    def _refuse(self) -> None:
+        if self.transport.is_closing():
+            return
+        message = f"the server has {self.max_connections} open connections, its limit; retry shortly"
+        self.transport.write(_raw_response(503, "Service Unavailable", "unavailable", message, {"retry-after": "1"}))
+        self._close()
 
     def _close(self) -> None:
         if not self.transport.is_closing():
@@ -225,8 +239,13 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refusing:
-            self._close()  # the request is read now: closing sends FIN, not RST
-            return
+            self._refusing = False
+            self._uncount()
+            if data.startswith(PROBE_REQUESTS):
+                self._arm_header_timer()  # served as usual
+            else:
+                self._refuse()
+                return
         super().data_received(data)
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
@@ -316,9 +335,7 @@ class GuardedH11Protocol(H11Protocol):
         self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._counted:
-            GuardedH11Protocol._lingering -= 1
-            self._counted = False
+        self._uncount()
         self._cancel_header_timer()
         self._cancel_body_timer()
         super().connection_lost(exc)

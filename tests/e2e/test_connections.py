@@ -199,28 +199,37 @@ def test_a_complete_request_is_served_and_the_idle_keep_alive_connection_then_cl
 
 
 @pytest.mark.e2e
-def test_the_connection_cap_answers_503_at_once_and_logs_one_line(models_dir: Path, tmp_path: Path) -> None:
+def test_the_connection_cap_answers_503_but_serves_probes(models_dir: Path, tmp_path: Path) -> None:
+    """Past the cap a request gets 503 + Retry-After as soon as its request line is in (a silent connection after
+    1 s); the orchestrator's probes are still served, so a connection flood does not get the pod restarted."""
     log = tmp_path / "server.log"
     cap = 20
     with server(models_dir, log, max_connections=str(cap), header_timeout_s="30") as (_, port), ExitStack() as held:
         idle = [held.enter_context(connect(port)) for _ in range(cap)]
         time.sleep(0.3)
         refused = []
-        for _ in range(50):
+        for _ in range(30):
             with connect(port) as sock:
                 start = time.monotonic()
-                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                sock.sendall(b"GET /models HTTP/1.1\r\nHost: x\r\n\r\n")
                 data, _ = read_until_closed(sock)
                 refused.append((parse(data), time.monotonic() - start))
-        statuses = {status for (status, _, _), _ in refused}
-        assert statuses == {503}
+        assert {status for (status, _, _), _ in refused} == {503}
         (_, headers, body), _ = refused[0]
         assert headers["retry-after"] == "1" and body["error"] == "unavailable" and str(cap) in str(body["message"])
         assert max(took for _, took in refused) < 0.5
+        for probe in (b"GET /health", b"GET /ready", b"GET /health?x=1"):
+            with connect(port) as sock:
+                sock.sendall(probe + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data, _ = read_until_closed(sock)
+            assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+        with connect(port) as sock:  # over the cap and silent: 503 after about a second
+            data, took = read_until_closed(sock)
+        assert data.startswith(b"HTTP/1.1 503 ") and 0.8 <= took <= 2.5
         for sock in idle:
             sock.close()
         time.sleep(0.3)
-        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/models", timeout=5).status_code == 200
     text = log.read_text(errors="replace")
     assert 1 <= text.count("over the connection cap") <= 2  # one line per 10 s, with the count
 

@@ -28,8 +28,10 @@ def build_vocab(train: Sequence[Example], min_count: int, extra_words: Iterable[
 
 
 def valence_table(vocab: Vocab, lexicon: dict[str, float]) -> torch.Tensor:
-    """(V, 1) float32: each vocabulary word's lexicon valence / 4 (in [-1, 1]); 0 for other words and specials."""
-    return torch.tensor([[lexicon.get(w, 0.0) / 4.0] for w in vocab.itos], dtype=torch.float32)
+    """(V, 1) float32: each vocabulary word's lexicon valence / 4 (in [-1, 1], rounded to float16); 0 for other
+    words and specials."""
+    table = torch.tensor([[lexicon.get(w, 0.0) / 4.0] for w in vocab.itos], dtype=torch.float32)
+    return table.half().float()  # float16-representable: exported weights are stored as float16
 
 
 def unk_rate(examples: Sequence[Example], vocab: Vocab, max_tokens: int) -> float:

@@ -59,6 +59,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "all-domains": {"epochs": 5, "patience": 2, "lexicon": False},
     # + the VADER lexicon: its words in the vocabulary, their valence as an input channel.
     "all-domains-lexicon": {"epochs": 5, "patience": 2, "lexicon": True},
+    # The default recipe itself (one member: member 1 of `make models-sentiment`).
+    "default": {},
 }
 
 

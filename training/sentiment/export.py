@@ -157,6 +157,10 @@ def export(
     ensemble, vocab, ckpt = load_trained(checkpoint)
     if fp16_weights:
         round_weights_to_fp16(ensemble)
+        with torch.no_grad():  # float buffers too (the lexicon's valence table): they are stored as float16 as well
+            for buffer in ensemble.buffers():
+                if buffer.is_floating_point():
+                    buffer.copy_(buffer.half().float())
     provenance = ckpt.extra["data"]
     if data.sha256 != provenance["sha256"] or data.split["ids_sha256"] != provenance["split"]["ids_sha256"]:
         raise ValueError("the data or its split differs from the one this checkpoint was trained on")

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from service.manifest import read_manifest
 from tests.fixtures_sentiment import TINY_MAX_TOKENS, synthetic_texts
@@ -18,6 +21,7 @@ from training.data.sentiment import (
     polarity_examples,
     stratified_split,
 )
+from training.sentiment import train as sentiment_train
 from training.sentiment.config import PretrainConfig, TrainConfig
 from training.sentiment.export import export
 from training.sentiment.train import train
@@ -95,9 +99,14 @@ def test_manifest_split_records_the_mix_and_leave_one_out_drops_one_domain() -> 
     assert len(rest.train) == len(data.train) - sum(e.domain == "tweets" for e in data.train)
 
 
-def test_export_reports_every_domain_calibration_and_minimal_pairs(tmp_path: Path) -> None:
-    """A tiny multi-domain model: the manifest has each domain's test table (accuracy, ECE before/after the folded
-    temperature, <unk> rate), both baselines per domain, the minimal pairs and the leave-one-domain-out records."""
+def test_export_reports_every_domain_calibration_and_minimal_pairs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiny multi-domain model with the lexicon channel: the float16 export works, and the manifest has each
+    domain's test table (accuracy, ECE before/after the folded temperature, <unk> rate), both baselines per domain,
+    the minimal pairs and the leave-one-domain-out records."""
+    lexicon = {"good": 1.9, "great": 3.1, "bad": -2.5, "dreadful": -3.3}  # (not the archive's: no download)
+    monkeypatch.setattr(sentiment_train, "load_valence_lexicon", lambda cache_dir: (lexicon, "test lexicon"))
     labels = list(DEFAULT_LABELS)
     examples = []
     for d, documents in (("movie", False), ("tweets", False), ("amazon", True), ("nyt", True)):
@@ -109,7 +118,7 @@ def test_export_reports_every_domain_calibration_and_minimal_pairs(tmp_path: Pat
     data = make_data(examples, labels, "synthetic", seed=0, builtin=True)
     cfg = TrainConfig(
         seed=3, min_count=1, max_tokens=TINY_MAX_TOKENS, batch_size=16, lr=1e-2, epochs=2, ensemble=1,
-        model={"embedding": 8, "hidden": 8}, pretrain=PretrainConfig(epochs=0), lexicon=False,
+        model={"embedding": 8, "hidden": 8}, pretrain=PretrainConfig(epochs=0), lexicon=True,
     )  # fmt: skip
     lodo = [{"held_out": "tweets", "bilstm": {"accuracy": 0.5}}]
     with one_torch_thread():
@@ -123,6 +132,7 @@ def test_export_reports_every_domain_calibration_and_minimal_pairs(tmp_path: Pat
     assert model["minimal_pairs"]["sentences"] == len(load_minimal_pairs())
     assert model["unk_rate_movie_only_vocabulary"]["tweets"] >= model["test_tweets"]["unk_rate"]
     assert model["leave_one_domain_out"] == lodo
+    assert "dreadful" in json.loads((target / "vocab.json").read_text())["itos"]
     assert read_manifest(target).config["temperature"] == (
         model["calibration"]["temperature"] if model["calibration"]["used"] else 1.0
     )

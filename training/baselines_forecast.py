@@ -251,7 +251,7 @@ def cached_statistical_forecasts(
                 done[row["key"]] = row
     cache.parent.mkdir(parents=True, exist_ok=True)
     fit = STATISTICAL_METHODS[method]
-    out = []
+    out: list[ETSForecast | None] = []
     with cache.open("a") as f:
         for history, horizon, season in tqdm(jobs, desc=method, unit="series", leave=False, disable=not progress):
             key = _job_key(method, history, horizon, season)
@@ -266,5 +266,6 @@ def cached_statistical_forecasts(
                 f.write(json.dumps(done[key]) + "\n")
                 f.flush()
             row = done[key]
-            out.append(ETSForecast(*(np.array(row[k]) for k in ("mean", "lower", "upper")), model=row["model"]))
+            mean, lower, upper = (np.array(row[k]) for k in ("mean", "lower", "upper"))
+            out.append(ETSForecast(mean, lower, upper, model=row["model"]))
     return out

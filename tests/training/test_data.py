@@ -87,5 +87,5 @@ def test_default_corpus_comes_from_pinned_archives() -> None:
 
 @pytest.mark.parametrize("fractions", [(0.5, 0.25, 0.25)])
 def test_split_fractions_are_honoured(fractions: tuple[float, float, float]) -> None:
-    train, valid, test = split_stream(list(range(8)), fractions)  # type: ignore[arg-type]
+    train, valid, test = split_stream(list(range(8)), fractions)
     assert (len(train), len(valid), len(test)) == (4, 2, 2)

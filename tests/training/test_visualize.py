@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnxruntime as ort
@@ -55,6 +56,7 @@ def test_batched_walk_equals_walking_each_text_alone(models_dir: Path) -> None:
 
 def test_a_graph_that_disagrees_with_the_model_writes_nothing(models_dir: Path, tmp_path: Path) -> None:
     model, _, _ = load_trained(models_dir.parent / "wordlm.pt")
+    assert isinstance(model, WordLM)  # the tiny fixture trains one member
     wrong = WordLMActivationStep(model)
     with torch.no_grad():
         wrong.bias[1][3] += 1e-3  # one gate of one neuron of layer 1, slightly off
@@ -99,8 +101,10 @@ def planted_model(vocab_size: int = 20, hidden: int = 8) -> WordLM:
     with torch.no_grad():
         model.embed.weight[:, 0] = 0.0
         model.embed.weight[TARGET, 0] = 3.0  # embedding feature 0 is on for the target token only
-        _plant(model.lstms[0], neuron=3, source=0, weight=4.0, hidden=hidden)
-        _plant(model.lstms[1], neuron=5, source=3, weight=10.0, hidden=hidden)  # reads layer 0's detector
+        _plant(cast(torch.nn.LSTM, model.lstms[0]), neuron=3, source=0, weight=4.0, hidden=hidden)
+        _plant(
+            cast(torch.nn.LSTM, model.lstms[1]), neuron=5, source=3, weight=10.0, hidden=hidden
+        )  # reads layer 0's detector
     return model
 
 

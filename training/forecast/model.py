@@ -62,7 +62,8 @@ class QuantileLSTM(nn.Module):
         raw = self.head(out)  # (B, T, Q)
         mid = self.median_index
         median = self.skip(x)[..., 0] + raw[..., mid]  # (B, T)
-        below, above = [], []
+        below: list[Tensor] = []
+        above: list[Tensor] = []
         q = median
         for i in range(mid - 1, -1, -1):  # unrolled at export: Q is fixed
             q = q - F.softplus(raw[..., i])

@@ -166,7 +166,8 @@ def train(data: SeriesSet, cfg: TrainConfig, checkpoint: Path) -> Checkpoint:
     synthetic, mix = synthetic_for(cfg)
     log.info("data: %d real series %s + %d synthetic | %s", len(data.series), data.by_frequency(), len(synthetic),
              data.source)  # fmt: skip
-    members, histories = [], []
+    members: list[QuantileLSTM] = []
+    histories: list[dict[str, Any]] = []
     for i in range(cfg.members):
         model, history = train_member(data.series, synthetic, cfg, cfg.seed + i)
         members.append(model)

@@ -68,7 +68,7 @@ def test_split_is_stratified_by_domain_and_label_and_seeded() -> None:
 
 def test_documents_never_straddle_splits() -> None:
     train, valid, test = stratified_split(_all_domains(), seed=1)
-    where = {}
+    where: dict[object, str] = {}
     for name, part in (("train", train), ("valid", valid), ("test", test)):
         for e in part:
             if e.domain in ("amazon", "nyt"):

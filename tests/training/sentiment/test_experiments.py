@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from training.sentiment.config import PretrainConfig, TrainConfig
 from training.sentiment.experiments import VARIANTS, apply_overrides, read_experiments
@@ -12,7 +13,12 @@ def test_a_variant_changes_only_what_it_names() -> None:
     cfg = apply_overrides(base, VARIANTS["e128-b32-pretrained"])
     assert cfg.model == {"dropout_output": 0.4, "embedding": 128, "hidden": 128}
     assert cfg.pretrain == PretrainConfig(epochs=3)
-    same = {"batch_size": base.batch_size, "lr": base.lr, "patience": base.patience, "epochs": base.epochs}
+    same: dict[str, Any] = {
+        "batch_size": base.batch_size,
+        "lr": base.lr,
+        "patience": base.patience,
+        "epochs": base.epochs,
+    }
     assert replace(cfg, model=base.model, pretrain=base.pretrain, **same) == base
     assert apply_overrides(base, VARIANTS["e64-h96-b64-scratch"]).model == base.model  # the default size
 

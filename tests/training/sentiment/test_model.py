@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from tests.torch_threads import one_torch_thread
-from training.sentiment.model import POOLINGS, BiLanguageModel, BiLSTMClassifier, SentimentConfig, reverse_padded
+from training.sentiment.model import (
+    POOLINGS,
+    BiLanguageModel,
+    BiLSTMClassifier,
+    Pooling,
+    SentimentConfig,
+    reverse_padded,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +34,7 @@ def _random_batch(vocab: int, lengths: list[int], seed: int = 0) -> tuple[torch.
 
 
 @pytest.mark.parametrize("pooling", ["last", "max", "mean", "concat"])
-def test_padding_changes_nothing(pooling: str) -> None:
+def test_padding_changes_nothing(pooling: Pooling) -> None:
     torch.manual_seed(0)
     model = BiLSTMClassifier(SentimentConfig(vocab_size=40, num_classes=3, embedding=8, hidden=6, pooling=pooling))
     model.eval()
@@ -74,6 +81,6 @@ def test_pretrained_lm_maps_exactly_onto_the_bidirectional_lstm() -> None:
 def test_one_pooling_list_and_unknown_poolings_are_refused() -> None:
     assert POOLINGS == ("last", "max", "mean", "concat")
     with pytest.raises(ValueError, match="pooling must be one of"):
-        SentimentConfig(vocab_size=10, num_classes=2, pooling="sum")  # type: ignore[arg-type]
+        SentimentConfig(vocab_size=10, num_classes=2, pooling="sum")
     features = [SentimentConfig(vocab_size=10, num_classes=2, hidden=5, pooling=p).features for p in POOLINGS]
     assert features == [10, 10, 10, 30]

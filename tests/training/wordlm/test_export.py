@@ -47,12 +47,12 @@ def test_an_ensemble_exports_as_one_step_model_with_stacked_state(tiny_corpus: P
     train(corpus, cfg, tmp_path / "e.pt")
     version_dir = export.export(tmp_path / "e.pt", tmp_path / "models", corpus, curve=False)
     manifest = read_manifest(version_dir)
-    assert manifest.name == "wordlm-2x8-x2" and manifest.tokenizer.eos == "paragraph"  # type: ignore[union-attr]
+    assert manifest.name == "wordlm-2x8-x2" and manifest.tokenizer.eos == "paragraph"
     assert (manifest.config["layers"], manifest.config["members"], manifest.config["member_layers"]) == (4, 2, 2)
     assert manifest.graphs["step"].inputs[1].dims == [4, "batch", 8]
     assert manifest.graphs["activations"].outputs[0].dims == [4, "batch", 8]
     assert len(manifest.metrics["model"]["members"]) == 2
-    assert np.load(version_dir / "embeddings.npy").shape == (manifest.tokenizer.vocab_size, 16)  # type: ignore[union-attr]
+    assert np.load(version_dir / "embeddings.npy").shape == (manifest.tokenizer.vocab_size, 16)
     session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     zeros = np.zeros((4, 1, 8), dtype=np.float32)
     logits, h, _ = session.run(None, {"tokens": np.array([[1, 2, 3]]), "h0": zeros, "c0": zeros})

@@ -227,9 +227,10 @@ def test_models_panel(page: DevTools, server: str) -> None:
     assert {c["family"] for c in cards} == {"wordlm", "sentiment", "forecast"}
     wordlm = next(c["text"] for c in cards if c["family"] == "wordlm")
     assert "wordlm-2x400" in wordlm and "test_perplexity" in wordlm and "kneser_ney_5gram" in wordlm
-    assert "float32" in wordlm and "v1 (served)" in wordlm
+    served = {m["family"]: m for m in models_with_key(server)}
+    assert "float32" in wordlm and f"v{served['wordlm']['version']} (served)" in wordlm
     # The limits GET /models reports (when it reports them) bound the inputs.
-    limits = {m["family"]: m.get("limits") or {} for m in models_with_key(server)}
+    limits = {family: m.get("limits") or {} for family, m in served.items()}
     if "max_horizon" in limits["forecast"]:
         assert page.js("document.getElementById('fc-horizon').max") == str(limits["forecast"]["max_horizon"])
     if "layers" in limits["wordlm"]:

@@ -22,6 +22,7 @@ from .registry import load_registry
 from .routes import health, models, playground, sessions
 from .runtime import Runtime
 from .security import install_security
+from .shedding import ShedWhenFull, one_shot_paths
 
 log = logging.getLogger("service")
 
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, families: tuple[Family, ...] = 
     )
     app.state.settings = settings
     # Installed before the request-id middleware below, so they run inside it and see the request id.
+    app.add_middleware(ShedWhenFull, paths=one_shot_paths(families))  # innermost: after the key check
     install_security(app, settings)
     install_observability(app, settings)
 

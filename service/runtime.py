@@ -112,6 +112,14 @@ class Runtime:
             return list(await run_in_threadpool(batching.run, engine, items))
         return await asyncio.wrap_future(micro.submit(items))
 
+    def queue_full(self, family: str) -> int | None:
+        """The items waiting for `family`'s micro-batcher when they fill its queue, else None."""
+        engine = self.current.get(family)
+        micro = self.microbatchers.get((family, engine.model.version)) if engine is not None else None
+        if micro is None or micro.waiting_items < micro.max_queue_items:
+            return None
+        return micro.waiting_items
+
     def engine(self, family: str) -> Engine:
         engine = self.current.get(family)
         if engine is None:

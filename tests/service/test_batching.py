@@ -102,3 +102,16 @@ def test_micro_batcher_groups_requests_and_keeps_order() -> None:
         assert sum(calls) == 16 and len(calls) < 8
     finally:
         micro.close()
+
+
+def test_a_full_one_shot_queue_refuses_before_reading_the_body(sentiment_models_dir: Path) -> None:
+    """When the micro-batcher's queue is full, /sentiment answers 503 + Retry-After at once: even a body that is not
+    JSON is never read (a flood is refused at the door, not after parsing 256 texts per request)."""
+    with TestClient(create_app(Settings(models_dir=sentiment_models_dir, microbatch_max_queue_items=4))) as c:
+        micro = runtime_of(c).microbatchers[("sentiment", 1)]
+        micro._waiting = 4  # the queue is full (as if four texts were waiting)
+        refused = c.post("/sentiment", content=b"not json", headers={"content-type": "application/json"})
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert refused.json()["error"] == "overloaded" and "sentiment" in refused.json()["message"]
+        micro._waiting = 0
+        assert c.post("/sentiment", json={"texts": ["good"]}).status_code == 200

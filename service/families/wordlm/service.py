@@ -98,19 +98,20 @@ class GenerationState:
         d = record.data
         return cls(record.state, d["pending_token"], d["rng"], d["detokenizer"], d.get("tokens_seen", 0))
 
+    def data(self) -> dict[str, Any]:
+        """The JSON-able part (the LSTM state travels as the record's float32 bytes)."""
+        return {"pending_token": self.pending_token, "rng": self.rng, "detokenizer": self.detokenizer,
+                "tokens_seen": self.tokens_seen}  # fmt: skip
+
     def store_in(self, record: SessionRecord) -> None:
-        record.state = self.lstm
-        record.data = {"pending_token": self.pending_token, "rng": self.rng, "detokenizer": self.detokenizer,
-                       "tokens_seen": self.tokens_seen}  # fmt: skip
+        record.state, record.data = self.lstm, self.data()
 
 
 class GenerationSessions:
     """The family's `SessionCodec`."""
 
     def initial_data(self, engine: Any, seed: int | None) -> dict[str, Any]:
-        record = SessionRecord("-", NAME, 0, 0.0, 0.0, 0.0)
-        GenerationState.initial(engine, seed).store_in(record)
-        return record.data
+        return GenerationState.initial(engine, seed).data()
 
 
 # ---- one generation -------------------------------------------------------------------------------------------

@@ -318,7 +318,7 @@ class System:
 def systems(threads: int, python: dict[str, str]) -> list[System]:
     py = {name: python.get(name, sys.executable) for name in ("cellstate", "plain", "litserve", "bentoml")}
     bentoml_cli = str(Path(py["bentoml"]).with_name("bentoml"))
-    cellstate_env = {"CELLSTATE_LOG_LEVEL": "warning", "CELLSTATE_ACCESS_LOG": "false",
+    cellstate_env = {"CELLSTATE_LOG_LEVEL": "warning", "CELLSTATE_ACCESS_LOG": "false", "CELLSTATE_HOST": "127.0.0.1",
                      "CELLSTATE_INTRA_OP_THREADS": str(threads), "CELLSTATE_BATCH_MAX_SIZE": "64"}  # fmt: skip
 
     def litserve(ms: int) -> System:
@@ -328,6 +328,9 @@ def systems(threads: int, python: dict[str, str]) -> list[System]:
 
         return System(f"LitServe, {ms} ms window", command, "/health")
 
+    def cellstate(port: int) -> list[str]:
+        return [py["cellstate"], "-m", "service"]
+
     def plain(port: int) -> list[str]:
         return [py["plain"], "-m", "benchmarks.peers.plain_fastapi", "--port", str(port)]
 
@@ -336,13 +339,10 @@ def systems(threads: int, python: dict[str, str]) -> list[System]:
                 str(port)]  # fmt: skip
 
     return [
-        System(
-            "cellstate",
-            lambda port: [py["cellstate"], "-m", "service"],
-            "/ready",
-            {**cellstate_env, "CELLSTATE_HOST": "127.0.0.1"},
-            streams=True,
-        ),
+        # The peers serve the float32 graphs: so does "cellstate" here. Its int8 variants (the default where they
+        # measured faster within tolerance) run as a system of their own, against float32 in the same rounds.
+        System("cellstate", cellstate, "/ready", {**cellstate_env, "CELLSTATE_PRECISION": "fp32"}, streams=True),
+        System(INT8, cellstate, "/ready", {**cellstate_env, "CELLSTATE_PRECISION": "int8"}),
         System("plain FastAPI + onnxruntime", plain, "/ready"),
         litserve(5),
         litserve(20),
@@ -577,6 +577,7 @@ async def _one(url: tuple[str, int], path: str, body: dict[str, Any]) -> dict[st
 
 # ---- the report --------------------------------------------------------------------------------------------------
 PEERS = ("plain FastAPI + onnxruntime", "LitServe", "BentoML, adaptive batching")
+INT8 = "cellstate, int8"
 
 
 def med(runs: list[Run], attr: str) -> float:
@@ -638,6 +639,13 @@ def report(results: dict[tuple[str, ...], list[Run]], s: Settings, rounds: int, 
     lines.append(summary_row("**cellstate / best peer**",
                              [f"**{div(med(results[(w, 'cellstate', c)], 'tokens_per_s'), best[i]):.2f}×**"
                               for i, (w, c) in enumerate(keys)]))  # fmt: skip
+    int8_runs = {key: results.get((key[0], INT8, key[1])) for key in keys}
+    if any(int8_runs.values()):
+        lines.append(summary_row(f"{INT8} (its own graphs)", [
+            f"{med(runs, 'tokens_per_s'):,.0f}" if runs else "not run" for runs in int8_runs.values()]))  # fmt: skip
+        lines.append(summary_row("cellstate int8 / fp32", [
+            f"{div(med(runs, 'tokens_per_s'), med(results[(w, 'cellstate', c)], 'tokens_per_s')):.2f}×" if runs
+            else "–" for (w, c), runs in int8_runs.items()]))  # fmt: skip
     lines += ["", "**/sentiment, one short text per request, requests/s**", "",
               "| system | 1 client | 32 clients |", "|---|---|---|"]  # fmt: skip
     sbest = [0.0, 0.0]
@@ -655,6 +663,12 @@ def report(results: dict[tuple[str, ...], list[Run]], s: Settings, rounds: int, 
     cs = [med(results[("sentiment", "cellstate", c)], "requests_per_s") for c in ("1", "32")]
     lines.append(summary_row("**cellstate / best peer**", [f"**{div(cs[i], sbest[i]):.2f}×**" for i in range(2)]))
     lines.append(summary_row("cellstate / plain script", [f"{div(cs[i], plain[i]):.2f}×" for i in range(2)]))
+    int8_sentiment = [results.get(("sentiment", INT8, c)) for c in ("1", "32")]
+    if all(int8_sentiment):
+        values = [med(runs, "requests_per_s") for runs in int8_sentiment if runs]
+        lines.append(summary_row(f"{INT8} (its own graph)", [f"{v:,.0f}" for v in values]))
+        lines.append(summary_row("cellstate int8 / plain script (float32)",
+                                 [f"{div(values[i], plain[i]):.2f}×" for i in range(2)]))  # fmt: skip
 
     # The goals, met or missed in this run.
     def ratio(w: str, c: str) -> float:
@@ -666,6 +680,9 @@ def report(results: dict[tuple[str, ...], list[Run]], s: Settings, rounds: int, 
     if "64" in cl:
         goals.append(f"fixed ≥ 1.2× best peer at 64 clients: {ratio('fixed', '64'):.2f}×")
         goals.append(f"mixed ≥ 2× best peer at 64 clients: {ratio('mixed', '64'):.2f}×")
+    if "64" in cl and results.get(("fixed", INT8, "64")):
+        int8_64, fp32_64 = (med(results[("fixed", name, "64")], "tokens_per_s") for name in (INT8, "cellstate"))
+        goals.append(f"int8 ≥ 1.6× fp32 at 64 clients (fixed): {div(int8_64, fp32_64):.2f}×")
     goals.append(f"/sentiment ≥ plain script at 1 client: {div(cs[0], plain[0]):.2f}×; ≥ best peer at 32: "
                  f"{div(cs[1], sbest[1]):.2f}×")  # fmt: skip
     open_key = f"{s.rate:g}/s"
@@ -746,7 +763,7 @@ def main() -> None:
                  drain=10.0 if args.quick else args.drain, rate=args.rate)  # fmt: skip
     chosen = systems(args.threads, dict(p.split("=", 1) for p in args.python))
     if args.only:
-        chosen = [x for x in chosen if x.name == "cellstate" or x.name.lower().startswith(tuple(args.only))]
+        chosen = [x for x in chosen if x.name.startswith("cellstate") or x.name.lower().startswith(tuple(args.only))]
     command = "python -m benchmarks.compare " + shlex.join(sys.argv[1:])
     started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), loadavg()
     results: dict[tuple[str, ...], list[Run]] = {}
@@ -773,7 +790,7 @@ def main() -> None:
     minutes = (time.monotonic() - t0) / 60
     reference = parity.get("cellstate", {})
     mismatches = {name: sorted(k for k, v in texts.items() if reference.get(k) != v)
-                  for name, texts in parity.items() if name != "cellstate"}  # fmt: skip
+                  for name, texts in parity.items() if name not in ("cellstate", INT8)}  # fmt: skip
     same = all(not m for m in mismatches.values())
     versions = _versions(args)
     notes = [

@@ -53,6 +53,10 @@ class RequestIdMiddleware:
 
 def create_app(settings: Settings | None = None, families: tuple[Family, ...] = FAMILIES) -> FastAPI:
     settings = settings or Settings()
+    unknown = sorted(settings.precision.keys() - {"*", *(family.name for family in families)})
+    if unknown:  # refused at start-up, as an unknown precision value is (service/config.py)
+        raise ValueError(f"CELLSTATE_PRECISION names unknown model families {unknown}: "
+                         f"use {', '.join(family.name for family in families)}")  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+PRECISION_CHOICES = ("auto", "fp32", "int8")
+
 
 class Settings(BaseSettings):
     """Every setting reads `CELLSTATE_<NAME>` from the environment (or a `.env` file)."""
@@ -29,6 +31,11 @@ class Settings(BaseSettings):
     )
     allow_spinning: bool = Field(
         False, description="let idle onnxruntime threads spin (off: the web server shares the cores)"
+    )
+    precision: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {"*": "auto"},
+        description="fp32, int8 or auto (each model version's own choice: the fastest within its quality tolerance), "
+        'for every family, with per-family overrides: "int8", "fp32,forecast=int8", "auto,wordlm=fp32"',
     )
     max_prompt_tokens: int = Field(2048, ge=1, description="longest prompt after tokenization")
     # Batching
@@ -102,6 +109,29 @@ class Settings(BaseSettings):
         description="proxies trusted for X-Forwarded-For/-Proto (comma-separated IPs/networks, or * behind a "
         "private load balancer)",
     )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _parse_precision(cls, value: Any) -> dict[str, str]:
+        # "int8" | "fp32,forecast=int8" | {"*": "int8", "forecast": "fp32"}: "*" is every family not named.
+        items = value.items() if isinstance(value, dict) else (
+            (k.strip(), v.strip()) if "=" in part else ("*", part.strip())
+            for part in str(value).split(",") if part.strip()
+            for k, _, v in [part.partition("=")]
+        )  # fmt: skip
+        policy = {"*": "auto"}
+        for family, choice in items:
+            if choice not in PRECISION_CHOICES:
+                where = "" if family == "*" else f" for {family}"
+                raise ValueError(f"unknown precision {choice!r}{where}: use one of {', '.join(PRECISION_CHOICES)}")
+            if not family:
+                raise ValueError(f"precision override {value!r} names no family")
+            policy[family] = choice
+        return policy
+
+    def precision_for(self, family: str) -> str:
+        """fp32, int8 or auto for this family."""
+        return self.precision.get(family, self.precision["*"])
 
     @field_validator("cors_origins", "api_keys", "admin_keys", mode="before")
     @classmethod

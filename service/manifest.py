@@ -59,6 +59,21 @@ class DataSpec(_Strict):
     splits: dict[str, Any] = Field(default_factory=dict)  # sizes, and how the split was made
 
 
+PRECISIONS = ("fp32", "int8")
+
+
+class Variant(_Strict):
+    """The same trained weights in another precision, made by the export step from the float32 graph: graphs that
+    replace the float32 ones by role (roles not listed keep theirs), measured on the same test split."""
+
+    method: str  # how it was made, e.g. onnxruntime dynamic quantization of which ops
+    graphs: dict[str, GraphSpec]
+    metrics: dict[str, Any] = Field(default_factory=dict)  # quality (same names as metrics.model) and parity
+    tolerance: dict[str, Any] = Field(default_factory=dict)  # {"metric", "limit", "fp32", "value", "change"}
+    within_tolerance: bool
+    speedup: dict[str, float] = Field(default_factory=dict)  # float32 / this precision's call time, by batch size
+
+
 class Manifest(_Strict):
     schema_version: int = SCHEMA_VERSION
     family: str
@@ -73,6 +88,19 @@ class Manifest(_Strict):
     data: DataSpec
     training: dict[str, Any] = Field(default_factory=dict)  # hyper-parameters, seed, duration, command
     metrics: dict[str, Any] = Field(default_factory=dict)  # {"model": {...}, "baselines": {name: {...}}}
+    variants: dict[str, Variant] = Field(default_factory=dict)  # by precision ("int8"); float32 is the graphs above
+    # What CELLSTATE_PRECISION=auto serves: the precision that measured fastest within its tolerance at export.
+    default_precision: Literal["fp32", "int8"] = "fp32"
+
+    def graph_files(self, precision: str) -> dict[str, str]:
+        """The file of each graph role in `precision` (ValueError when this version has no such variant)."""
+        files = {role: graph.file for role, graph in self.graphs.items()}
+        if precision == "fp32":
+            return files
+        if precision not in self.variants:
+            have = ", ".join(["fp32", *self.variants]) or "fp32"
+            raise ValueError(f"{self.family}/{self.version} has no {precision} variant (it has: {have})")
+        return files | {role: graph.file for role, graph in self.variants[precision].graphs.items()}
 
 
 def sha256_file(path: Path) -> str:
@@ -113,6 +141,14 @@ def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
     for role, graph in manifest.graphs.items():
         if graph.file not in manifest.files:
             problems.append(f"graph {role}: {graph.file} is not listed in files")
+    for precision, variant in manifest.variants.items():
+        for role, graph in variant.graphs.items():
+            if role not in manifest.graphs:
+                problems.append(f"{precision} graph {role}: no such role among the float32 graphs")
+            if graph.file not in manifest.files:
+                problems.append(f"{precision} graph {role}: {graph.file} is not listed in files")
+    if manifest.default_precision != "fp32" and manifest.default_precision not in manifest.variants:
+        problems.append(f"default_precision {manifest.default_precision} has no variant")
     return problems
 
 

@@ -24,6 +24,7 @@ class LoadedModel:
     manifest: Manifest
     directory: Path
     sessions: dict[str, ort.InferenceSession]  # by graph role
+    precision: str = "fp32"  # which of the manifest's precisions the sessions run
 
     @property
     def family(self) -> str:
@@ -77,12 +78,21 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
     problems = verify_files(version_dir, manifest)
     if problems:
         raise ValueError("; ".join(problems))
+    precision = choose_precision(manifest, settings.precision_for(manifest.family))
     opts = session_options(settings)
     sessions = {
-        role: ort.InferenceSession(str(version_dir / graph.file), opts, providers=["CPUExecutionProvider"])
-        for role, graph in manifest.graphs.items()
+        role: ort.InferenceSession(str(version_dir / file), opts, providers=["CPUExecutionProvider"])
+        for role, file in manifest.graph_files(precision).items()
     }
-    return LoadedModel(manifest=manifest, directory=version_dir, sessions=sessions)
+    return LoadedModel(manifest=manifest, directory=version_dir, sessions=sessions, precision=precision)
+
+
+def choose_precision(manifest: Manifest, asked: str) -> str:
+    """`auto` is the manifest's default (the fastest precision within its tolerance, measured at export); an
+    explicit fp32 or int8 is served as asked, or the version is not served when it has no such variant."""
+    precision = manifest.default_precision if asked == "auto" else asked
+    manifest.graph_files(precision)  # raises ValueError naming the missing variant
+    return precision
 
 
 def load_registry(settings: Settings, loaded: dict[tuple[str, int], LoadedModel] | None = None) -> Registry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,10 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from tests.model_cache import cached_models
+
+# The tiny models carry int8 variants, and `auto` could pick one on a given machine: the suite serves float32 unless a
+# test asks for another precision (tests/service/test_precision.py), so what every other test checks is fixed.
+os.environ.setdefault("CELLSTATE_PRECISION", "fp32")
 
 SENTENCES = [
     "the cat sat on the mat.",

@@ -173,7 +173,8 @@
   }
 
   function precisionOf(model) {
-    if (model.precision) return String(model.precision);
+    const others = Object.keys(model.variants || {}).filter((v) => v !== model.precision);
+    if (model.precision) return `${model.precision} served` + (others.length ? ` (also available: ${others.join(", ")})` : "");
     if (model.config && model.config.precision) return String(model.config.precision);
     const dtypes = new Set();
     for (const graph of Object.values(model.graphs || {}))

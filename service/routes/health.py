@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..dependencies import RegistryDep, RuntimeDep
-from ..manifest import GraphSpec, TokenizerSpec
+from ..manifest import GraphSpec, TokenizerSpec, Variant
 from ..runtime import Runtime
 
 router = APIRouter(tags=["health"])
@@ -43,6 +43,8 @@ class ModelInfo(BaseModel):
                         }
                     },
                     "tokenizer": {"kind": "word", "vocab_file": "vocab.json", "vocab_size": 2955, "min_count": 2},
+                    "precision": "int8",
+                    "default_precision": "int8",
                 }
             ]
         }
@@ -57,6 +59,13 @@ class ModelInfo(BaseModel):
     graphs: dict[str, GraphSpec]
     tokenizer: TokenizerSpec | None
     stateful: bool = Field(False, description="sessions can be started on it (POST /sessions)")
+    precision: str = Field("fp32", description="the precision served (CELLSTATE_PRECISION): fp32 or int8")
+    variants: dict[str, Variant] = Field(
+        default_factory=dict,
+        description="other precisions of the same weights, with their quality on the same test split, parity "
+        "against fp32, tolerance and measured speed-up",
+    )
+    default_precision: str = Field("fp32", description="what CELLSTATE_PRECISION=auto serves for this version")
     limits: dict[str, Any] = Field(
         default_factory=dict, description="the limits a request must respect (the same values the 422s enforce)"
     )
@@ -129,5 +138,7 @@ async def models(registry: RegistryDep, runtime: RuntimeDep) -> list[ModelInfo]:
         infos.append(ModelInfo(family=m.family, name=m.manifest.name, version=m.version,
                                created_at=m.manifest.created_at, description=m.manifest.description,
                                metrics=m.manifest.metrics, graphs=m.manifest.graphs, tokenizer=m.manifest.tokenizer,
-                               stateful=bool(family and family.stateful), limits=limits))  # fmt: skip
+                               stateful=bool(family and family.stateful), precision=m.precision,
+                               variants=m.manifest.variants, default_precision=m.manifest.default_precision,
+                               limits=limits))  # fmt: skip
     return infos

@@ -23,6 +23,8 @@ class VersionInfo(BaseModel):
     served: bool = Field(description="new requests go to this version")
     loaded: bool = Field(description="in memory (served, or kept for sessions pinned to it)")
     problem: str | None = Field(None, description="why it is not served, if it failed to load")
+    precisions: list[str] = Field(default_factory=list, description="the precisions this version can be served in")
+    precision: str | None = Field(None, description="the precision it is loaded in, when loaded")
 
 
 class FamilyVersions(BaseModel):
@@ -77,11 +79,15 @@ def family_versions(family: str, runtime: RuntimeDep) -> FamilyVersions:
         try:
             manifest = read_manifest(version_dir)
             name, created, metrics = manifest.name, manifest.created_at, manifest.metrics
+            precisions = ["fp32", *manifest.variants]
         except Exception as exc:  # a broken manifest is listed with its problem, not hidden
-            name, created, metrics, problem = None, None, {}, problem or f"invalid manifest: {exc}"
+            name, created, metrics, precisions = None, None, {}, []
+            problem = problem or f"invalid manifest: {exc}"
+        engine = runtime.versions.get((family, version))
         versions.append(VersionInfo(version=version, name=name, created_at=created, metrics=metrics,
                                     served=served is not None and served.model.version == version,
-                                    loaded=(family, version) in runtime.versions, problem=problem))  # fmt: skip
+                                    loaded=engine is not None, problem=problem, precisions=precisions,
+                                    precision=engine.model.precision if engine is not None else None))  # fmt: skip
     spec = runtime.families.get(family)
     limits = spec.limits(served, runtime.settings) if spec and spec.limits and served else {}
     return FamilyVersions(family=family, versions=versions, limits=limits)

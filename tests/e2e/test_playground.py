@@ -228,7 +228,9 @@ def test_models_panel(page: DevTools, server: str) -> None:
     wordlm = next(c["text"] for c in cards if c["family"] == "wordlm")
     assert "wordlm-2x400" in wordlm and "test_perplexity" in wordlm and "kneser_ney_5gram" in wordlm
     served = {m["family"]: m for m in models_with_key(server)}
-    assert "float32" in wordlm and f"v{served['wordlm']['version']} (served)" in wordlm
+    assert f"v{served['wordlm']['version']} (served)" in wordlm
+    assert f"{served['wordlm']['precision']} served" in wordlm  # the precision GET /models reports, and the others
+    assert all(v in wordlm for v in served["wordlm"]["variants"] if v != served["wordlm"]["precision"])
     # The limits GET /models reports (when it reports them) bound the inputs.
     limits = {family: m.get("limits") or {} for family, m in served.items()}
     if "max_horizon" in limits["forecast"]:

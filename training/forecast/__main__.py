@@ -3,6 +3,7 @@
     python -m training.forecast train  [--data FILE.csv] [--steps N] ... --checkpoint runs/forecast.pt
     python -m training.forecast export --checkpoint runs/forecast.pt [--models-dir models]
     python -m training.forecast all    [train options]            # what `make models-forecast` runs
+    python -m training.forecast quantize models/forecast/2        # add the int8 variant to a published version
 
 Every field of the training config is a flag (`train --help` lists them). Training data: every unreserved real
 series (fpp2, fpp3, statsmodels) plus synthetic series (training/data/synthetic.py); the reserved R `datasets` and
@@ -22,7 +23,7 @@ import torch
 from training.data.series import SeriesSet, load_reserved_series, load_series
 from training.forecast.config import TrainConfig
 from training.forecast.evaluate import baseline_forecasts
-from training.forecast.export import export
+from training.forecast.export import export, quantize
 from training.forecast.leave_out import BLOCKS, leave_collection_out
 from training.forecast.train import train
 from training.kit.cli import add_dataclass_args, dataclass_from_args
@@ -36,18 +37,22 @@ def parser() -> argparse.ArgumentParser:
     p_train = sub.add_parser("train", help="train the ensemble and save a checkpoint")
     p_export = sub.add_parser("export", help="evaluate a checkpoint on the test horizons and publish it")
     p_all = sub.add_parser("all", help="train, then export")
+    p_quantize = sub.add_parser("quantize", help="add the int8 variant to a published version")
+    p_quantize.add_argument("version_dir", type=Path, help="e.g. models/forecast/2")
     p_out = sub.add_parser("leave-out", help="train without each collection in turn and score it (no export)")
     p_out.add_argument("--blocks", nargs="+", default=list(BLOCKS), help="collections to leave out, one at a time")
     p_out.add_argument("--workdir", type=Path, default=Path("runs"), help="checkpoints and leave-out.md/json")
     p_out.add_argument("--cache-dir", type=Path, default=Path("data"), help="cache of the statistical baselines")
+    p_out.add_argument("--reuse", action="store_true", help="score existing leave-out checkpoints, train the others")
     for p in (p_train, p_all, p_out):
         add_dataclass_args(p.add_argument_group("training"), TrainConfig)
-    for p in (p_train, p_export, p_all):
+    for p in (p_train, p_export, p_all, p_quantize):
         p.add_argument(
             "--data",
             type=Path,
             help="CSV of series (series_id,value[,season_length][,horizon]) instead of the default series",
         )
+    for p in (p_train, p_export, p_all):
         p.add_argument("--checkpoint", type=Path, default=Path("runs/forecast.pt"))
     for p in (p_export, p_all):
         p.add_argument("--models-dir", type=Path, default=Path("models"))
@@ -70,9 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     data = load_series(getattr(args, "data", None))
     if args.command == "leave-out":
         leave_collection_out(load_series(None), dataclass_from_args(TrainConfig, args), tuple(args.blocks),
-                             args.cache_dir, args.workdir)  # fmt: skip
+                             args.cache_dir, args.workdir, args.reuse)  # fmt: skip
         return
     reserved = load_reserved_series() if args.data is None else None
+    if args.command == "quantize":
+        print(quantize(args.version_dir, data, reserved))
+        return
     if args.command in ("train", "all"):
         cfg = dataclass_from_args(TrainConfig, args)
         if args.command == "all" and cfg.baselines:

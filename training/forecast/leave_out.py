@@ -35,15 +35,18 @@ BLOCKS = ("fpp2", "fpp3", "statsmodels", "us_employment")
 
 
 def leave_collection_out(
-    data: SeriesSet, cfg: TrainConfig, blocks: tuple[str, ...], cache_dir: Path, workdir: Path
+    data: SeriesSet, cfg: TrainConfig, blocks: tuple[str, ...], cache_dir: Path, workdir: Path, reuse: bool = False
 ) -> dict[str, Any]:
+    """reuse=True scores an existing leave-out-<block>.pt instead of training it again (e.g. once more baselines
+    are in the cache)."""
     results: dict[str, Any] = {}
     for block in blocks:
         kept = [s for s in data.series if s.collection != block]
         held = [s for s in data.series if s.collection == block]
         subset = SeriesSet(series=kept, source=f"{data.source} without {block}", sha256=series_digest(kept))
         checkpoint = workdir / f"leave-out-{block}.pt"
-        train(subset, replace(cfg, baselines=False), checkpoint)
+        if not (reuse and checkpoint.is_file()):
+            train(subset, replace(cfg, baselines=False), checkpoint)
         ensemble, train_cfg, _ = load(checkpoint)
         forecaster = Forecaster(train_cfg.serving(ensemble.state_hidden), torch_runner(ensemble))
         lstm, _ = forecast_set(forecaster, held)

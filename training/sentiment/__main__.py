@@ -4,6 +4,7 @@
     python -m training.sentiment export --checkpoint runs/sentiment.pt [--models-dir models]
     python -m training.sentiment all    [train options]             # what `make models-sentiment` runs
     python -m training.sentiment sweep  [--variants a,b,...]        # the recorded experiments (validation only)
+    python -m training.sentiment quantize models/sentiment/2           # add the int8 variant to a published version
 
 Recipe of the default model (each choice measured on the validation split, see README "Sentiment"):
 
@@ -47,7 +48,7 @@ from training.sentiment.config import TrainConfig
 from training.sentiment.domains import leave_one_domain_out
 from training.sentiment.domains import read_results as read_lodo
 from training.sentiment.experiments import VARIANTS, read_experiments, sweep
-from training.sentiment.export import export
+from training.sentiment.export import export, quantize
 from training.sentiment.model import SentimentConfig
 from training.sentiment.train import train
 
@@ -79,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     p_all = sub.add_parser("all", help="train, then export")
     p_sweep = sub.add_parser("sweep", help="train the recorded variants (one member each), validation only")
     p_lodo = sub.add_parser("lodo", help="leave-one-domain-out: one short member per held-out domain + baselines")
+    p_quantize = sub.add_parser("quantize", help="add the int8 variant to a published version")
+    p_quantize.add_argument("version_dir", type=Path, help="e.g. models/sentiment/2")
     for p in (p_train, p_all, p_sweep, p_lodo):
         add_train_args(p)
     for p in (p_train, p_export, p_all):
@@ -93,8 +96,9 @@ def parser() -> argparse.ArgumentParser:
             help="sweep results to record in the manifest",
         )
         p.add_argument("--fp32-weights", action="store_true", help="store float32 weights (default: float16)")
-    p_export.add_argument("--data", type=Path)
-    p_export.add_argument("--split-seed", type=int, default=TrainConfig.split_seed)
+    for p in (p_export, p_quantize):
+        p.add_argument("--data", type=Path)
+        p.add_argument("--split-seed", type=int, default=TrainConfig.split_seed)
     p_sweep.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}")
     p_sweep.add_argument("--results", type=Path, default=Path("runs/sentiment_sweep.jsonl"))
     p_lodo.add_argument("--domains", default=",".join(DOMAINS), help=f"comma-separated, from {list(DOMAINS)}")
@@ -108,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
             default=Path("runs/sentiment_lm.pt"),
             help="reuse the pre-trained LM saved here when its settings match (re-made otherwise)",
         )
-    for p in (p_train, p_export, p_all, p_sweep, p_lodo):
+    for p in (p_train, p_export, p_all, p_sweep, p_lodo, p_quantize):
         p.add_argument("--data-dir", type=Path, default=DEFAULT_CACHE, help="cache for downloaded data")
         p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     return parser
@@ -121,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     data = load_sentiment_data(args.data, args.split_seed, args.data_dir)
+    if args.command == "quantize":
+        print(quantize(args.version_dir, data))
+        return
     if args.command == "sweep":
         sweep(data, train_config(args), args.variants.split(","), args.results, args.data_dir, args.lm_cache)
         return

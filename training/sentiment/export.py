@@ -30,6 +30,7 @@ from training.kit.export import (
     store_weights_as_fp16,
 )
 from training.kit.plots import curve_figure
+from training.kit.quantize import Tolerance, add_variant, default_precision, int8_variant
 from training.sentiment.encoding import build_vocab, encode, padded_case, unk_rate
 from training.sentiment.evaluate import (
     evaluate_baselines,
@@ -67,6 +68,45 @@ def parity_cases(vocab_size: int, max_tokens: int, seed: int = 0) -> list[dict[s
         padded_case(mixed),
         padded_case([seq(int(n)) for n in rng.integers(1, min(max_tokens, 40) + 1, size=16)]),
     ]
+
+
+TOLERANCE = Tolerance("test_accuracy", 0.005, "absolute")  # int8 may cost at most half a point of test accuracy
+
+
+def int8(version_dir: Path, data: SentimentData, vocab: Any, max_tokens: int) -> Any:
+    """The int8 variant of the classifier graph: its accuracy on every test split next to the float32 graph's,
+    both from onnxruntime on the same texts."""
+    splits = {"test": list(data.test)} | {
+        f"test_{d}": [e for e in data.test if e.domain == d] for d in data.domains() if d and len(data.domains()) > 1
+    }
+    encoded = {name: encode(rows, vocab, max_tokens) for name, rows in splits.items()}
+
+    def quality(path: Path) -> dict[str, Any]:
+        return {f"{name}_accuracy": float((onnx_probs(path, e.ids).argmax(1) == e.labels).mean())
+                for name, e in encoded.items()}  # fmt: skip
+
+    fp32 = quality(version_dir / "model.onnx")
+    rng = np.random.default_rng(1)
+    speed = {b: padded_case([rng.integers(1, len(vocab), size=int(n)).tolist() for n in rng.integers(4, 33, size=b)])
+             for b in (1, 64)}  # fmt: skip
+    cases = parity_cases(len(vocab), max_tokens)
+    variant = int8_variant(version_dir, {"classify": "model.onnx"}, quality, fp32, TOLERANCE, cases, speed)
+    variant.metrics["fp32_onnxruntime"] = fp32
+    return variant
+
+
+def quantize(version_dir: Path, data: SentimentData) -> Path:
+    """Add the int8 variant to a published version (`python -m training.sentiment quantize`)."""
+    from service.manifest import read_manifest
+    from service.tokenizer import Vocab
+
+    manifest = read_manifest(version_dir)
+    assert manifest.tokenizer is not None
+    if data.sha256 != manifest.data.sha256 or data.split.get("ids_sha256") != manifest.data.splits.get("ids_sha256"):
+        raise ValueError(f"the data or its split differs from the one {version_dir} was trained on")
+    vocab = Vocab.load(version_dir / manifest.tokenizer.vocab_file)
+    add_variant(version_dir, "int8", int8(version_dir, data, vocab, int(manifest.config["max_tokens"])))
+    return version_dir
 
 
 def check_padding_invariance(path: Path, cases: Sequence[dict[str, np.ndarray]], atol: float) -> float:
@@ -182,6 +222,7 @@ def export(
             store_weights_as_fp16(onnx_path)
         max_diff = check_parity(ensemble, onnx_path, cases, PARITY_ATOL)
         invariance = check_padding_invariance(onnx_path, cases[2:], INVARIANCE_ATOL)
+        variant = int8(staged.path, data, vocab, max_tokens)
 
         # The metrics describe the file that is served: they come from onnxruntime, not from PyTorch. ECE is given
         # for the served (temperature-scaled) probabilities and for the same graph's before scaling (T undone).
@@ -255,5 +296,7 @@ def export(
                 "command": "python -m training.sentiment all",
             },
             metrics={"model": model_metrics, "baselines": baseline_metrics},
+            variants={"int8": variant},
+            default_precision=default_precision(variant),
         )
     return staged.target

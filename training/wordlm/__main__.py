@@ -3,6 +3,7 @@
     python -m training.wordlm train  [--corpus FILE] [--epochs N] ... --checkpoint runs/wordlm.pt
     python -m training.wordlm export --checkpoint runs/wordlm.pt [--models-dir models]
     python -m training.wordlm all    [train options]            # what `make models` runs
+    python -m training.wordlm quantize models/wordlm/2   # add the int8 variant to a published version
     python -m training.wordlm combine a.pt b.pt --checkpoint runs/wordlm.pt   # an ensemble of models trained apart
 
 Every field of the training config and of the model config is a flag (`train --help` lists them).
@@ -19,7 +20,7 @@ from training.data.archives import DEFAULT_CACHE
 from training.data.text import load_corpus
 from training.kit.cli import add_dataclass_args, dataclass_from_args, values_from_args
 from training.wordlm.config import TrainConfig
-from training.wordlm.export import export
+from training.wordlm.export import export, quantize
 from training.wordlm.model import WordLMConfig
 from training.wordlm.train import combine, train
 
@@ -59,6 +60,11 @@ def parser() -> argparse.ArgumentParser:
     p_train = sub.add_parser("train", help="train and save a checkpoint")
     p_export = sub.add_parser("export", help="export a checkpoint as a new model version")
     p_all = sub.add_parser("all", help="train, then export")
+    p_quantize = sub.add_parser("quantize", help="add the int8 variant to a published version")
+    p_quantize.add_argument("version_dir", type=Path, help="e.g. models/wordlm/2")
+    p_quantize.add_argument("--corpus", type=Path, help="the text file it was trained on, if not the books")
+    p_quantize.add_argument("--data-dir", type=Path, default=DEFAULT_CACHE, help="cache for downloaded data")
+    add_eos_arg(p_quantize)
     p_combine = sub.add_parser("combine", help="one ensemble checkpoint from models trained apart (other seeds)")
     p_combine.add_argument("members", type=Path, nargs="+", help="single-model checkpoints")
     p_combine.add_argument("--corpus", type=Path, help="the text file they were trained on, if not the books")
@@ -80,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     corpus = load_corpus(args.corpus, args.data_dir, eos=args.eos)
+    if args.command == "quantize":
+        print(quantize(args.version_dir, corpus))
     if args.command == "combine":
         combine(corpus, args.members, args.checkpoint)
     if args.command in ("train", "all"):

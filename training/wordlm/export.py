@@ -15,7 +15,8 @@ from training.activations import export_activations
 from training.data.text import Corpus
 from training.kit.export import DataSpec, TokenizerSpec, check_parity, export_onnx, graph_spec, publish_version
 from training.kit.plots import curve_figure
-from training.wordlm.evaluate import kneser_ney_baseline
+from training.kit.quantize import Tolerance, add_variant, default_precision, int8_variant, zero_state
+from training.wordlm.evaluate import kneser_ney_baseline, onnx_perplexity
 from training.wordlm.model import WordLMConfig, WordLMEnsemble, WordLMStep
 from training.wordlm.train import FAMILY, load_trained
 
@@ -49,6 +50,45 @@ def parity_cases(cfg: WordLMConfig, seed: int = 0, layers: int | None = None) ->
                 }
             )
     return cases
+
+
+TOLERANCE = Tolerance("test_perplexity", 0.02, "relative")  # int8 may cost at most 2% perplexity
+
+
+def int8(version_dir: Path, corpus: Corpus, vocab_ids: Any, layers: int, cfg: WordLMConfig, batch_size: int) -> Any:
+    """The int8 variant of the step graph (the activations graph for /inspect stays float32), with its test
+    perplexity next to the float32 graph's, both from onnxruntime over the same windows."""
+    ids = vocab_ids(corpus.test)
+
+    def quality(path: Path) -> dict[str, Any]:
+        return {"test_perplexity": onnx_perplexity(path, ids, batch_size, layers, cfg.hidden)}
+
+    fp32 = quality(version_dir / "model.onnx")
+    rng = np.random.default_rng(1)
+    speed = {b: {"tokens": rng.integers(0, cfg.vocab_size, size=(b, 1), dtype=np.int64),
+                 **zero_state(layers, b, cfg.hidden)} for b in (1, 64)}  # fmt: skip
+    variant = int8_variant(version_dir, {"step": "model.onnx"}, quality, fp32, TOLERANCE,
+                           parity_cases(cfg, layers=layers), speed)  # fmt: skip
+    variant.metrics["fp32_onnxruntime_test_perplexity"] = fp32["test_perplexity"]
+    return variant
+
+
+def quantize(version_dir: Path, corpus: Corpus) -> Path:
+    """Add the int8 variant to a published version (`python -m training.wordlm quantize`)."""
+    from service.manifest import read_manifest
+    from service.tokenizer import Vocab
+
+    manifest = read_manifest(version_dir)
+    assert manifest.tokenizer is not None
+    if corpus.sha256 != manifest.data.sha256 or corpus.eos != manifest.tokenizer.eos:
+        raise ValueError(f"the corpus differs from the one {version_dir} was trained on (text, or --eos)")
+    vocab = Vocab.load(version_dir / manifest.tokenizer.vocab_file)
+    cfg = WordLMConfig(**{k: v for k, v in manifest.config.items() if k in WordLMConfig.__dataclass_fields__})
+    cfg.layers = manifest.config["member_layers"]
+    variant = int8(version_dir, corpus, vocab.encode, manifest.config["layers"], cfg,
+                   manifest.training["eval_batch_size"])  # fmt: skip
+    add_variant(version_dir, "int8", variant)
+    return version_dir
 
 
 def save_training_curve(
@@ -95,6 +135,7 @@ def export(checkpoint: Path, models_dir: Path, corpus: Corpus, version: int | No
         export_onnx(step, example, onnx_path, INPUTS, OUTPUTS, DYNAMIC_AXES)
         max_diff = check_parity(step, onnx_path, parity_cases(cfg, layers=layers), PARITY_ATOL)
         activations = export_activations(model, staged.path)  # activations.onnx + embeddings.npy, for POST /inspect
+        variant = int8(staged.path, corpus, vocab.encode, layers, cfg, train_cfg["eval_batch_size"])
         vocab.save(staged.path / "vocab.json")
         if curve:
             save_training_curve(
@@ -148,5 +189,7 @@ def export(checkpoint: Path, models_dir: Path, corpus: Corpus, version: int | No
                 },
                 "baselines": {f"kneser_ney_{train_cfg['kn_order']}gram": baseline},
             },
+            variants={"int8": variant},
+            default_precision=default_precision(variant),
         )
     return staged.target

@@ -19,7 +19,7 @@ def test_exported_version_is_complete_and_verified(models_dir: Path) -> None:
     version_dir = models_dir / "wordlm" / "1"
     manifest = read_manifest(version_dir)
     assert verify_files(version_dir, manifest) == []
-    assert set(manifest.files) == {"model.onnx", "vocab.json", "activations.onnx", "embeddings.npy"}
+    assert set(manifest.files) == {"model.onnx", "model.int8.onnx", "vocab.json", "activations.onnx", "embeddings.npy"}
     step = manifest.graphs["step"]
     assert [t.name for t in step.inputs] == ["tokens", "h0", "c0"]
     assert [t.name for t in step.outputs] == ["logits", "hn", "cn"]

@@ -190,6 +190,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                        help="the service's and the raw loop's graph; the naive server is PyTorch")  # fmt: skip
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     windows = {c: (3.0 if args.quick else (12.0 if c < 64 else 20.0)) for c in args.clients}
@@ -202,7 +204,9 @@ def main() -> None:
     logs = REPO / "runs" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     base_env = {**os.environ, "CELLSTATE_LOG_LEVEL": "warning", "CELLSTATE_ACCESS_LOG": "false",
-                "CELLSTATE_INTRA_OP_THREADS": str(args.threads), "CELLSTATE_BATCH_MAX_SIZE": "64"}  # fmt: skip
+                "CELLSTATE_INTRA_OP_THREADS": str(args.threads), "CELLSTATE_BATCH_MAX_SIZE": "64",
+                "CELLSTATE_PRECISION": args.precision}  # fmt: skip
+    step_file = version_dir / manifest.graph_files(args.precision)["step"]
     table = Table()
     with ExitStack() as stack:
         unbatched_env = {**base_env, "CELLSTATE_BATCHING": "false"}
@@ -224,11 +228,11 @@ def main() -> None:
                     print(f"round {r + 1} | {c:2d} clients | {name:9s} | {result.tokens_per_s:8,.0f} tokens/s | "
                           f"p50 {result.p50:.3f} s | p99 {result.p99:.3f} s | {result.requests} requests "
                           f"| {result.errors} errors", flush=True)  # fmt: skip
-                raw = raw_ceiling(version_dir / "model.onnx", vocab, layers, hidden, c, windows[c], args.threads)
+                raw = raw_ceiling(step_file, vocab, layers, hidden, c, windows[c], args.threads)
                 table.add("raw", c, raw)
                 print(f"round {r + 1} | {c:2d} clients | raw       | {raw.tokens_per_s:8,.0f} tokens/s | "
                       f"{raw.per_token_ms:.3f} ms/token", flush=True)  # fmt: skip
-    text = report(table, args.clients, rounds, windows, f"{manifest.name} v{manifest.version}")
+    text = report(table, args.clients, rounds, windows, f"{manifest.name} v{manifest.version}, {args.precision}")
     print(text)
     write_section(args.out, "generation", text)
 

@@ -50,10 +50,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--precision", choices=("fp32", "int8", "auto"), default="fp32", help="CELLSTATE_PRECISION")
     args = parser.parse_args()
     rounds, seconds = (1, 2.0) if args.quick else (args.rounds, args.seconds)
     env = {**os.environ, "CELLSTATE_LOG_LEVEL": "warning", "CELLSTATE_ACCESS_LOG": "false",
-           "CELLSTATE_INTRA_OP_THREADS": str(args.threads)}  # fmt: skip
+           "CELLSTATE_INTRA_OP_THREADS": str(args.threads), "CELLSTATE_PRECISION": args.precision}  # fmt: skip
     results: dict[tuple[str, str, int], list[LoadResult]] = {}
     logs = REPO / "runs" / "bench"
     logs.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def profile(repo: Path, path: str, body: dict[str, object], seconds: float, rate
 def profile_once(repo: Path, path: str, body: dict[str, object], seconds: float, rate: int, pin: str
                  ) -> tuple[Counter[str], int, int]:  # fmt: skip
     env = {**os.environ, "CELLSTATE_MODELS_DIR": str(REPO / "models"), "PYTHONPATH": str(repo),
-           "CELLSTATE_PINNED_VERSIONS": pin}  # fmt: skip
+           "CELLSTATE_PINNED_VERSIONS": pin, "CELLSTATE_PRECISION": "fp32"}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, live_server(sys.executable, repo, env) as (url, proc):
         out = Path(tmp) / "stacks.txt"
         with httpx.Client(base_url=url, timeout=30) as http:

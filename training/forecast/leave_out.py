@@ -23,6 +23,7 @@ from training.forecast.evaluate import (
     forecast_set,
     format_table,
     score_series,
+    summaries,
     summarise,
     torch_runner,
 )
@@ -51,10 +52,14 @@ def leave_collection_out(
         forecaster = Forecaster(train_cfg.serving(ensemble.state_hidden), torch_runner(ensemble))
         lstm, _ = forecast_set(forecaster, held)
         rows = score_series(held, lstm, baseline_forecasts(held, cache_dir), forecaster.config)
-        results[block] = {"summary": summarise(rows), "per_series": rows}
+        by_frequency = summaries(rows, lambda r: str(r["frequency"]))
+        results[block] = {"summary": summarise(rows), "by_frequency": by_frequency, "per_series": rows}
         log.info("left out %s:\n%s", block, format_table({block: results[block]["summary"]}))
     table = format_table({b: r["summary"] for b, r in results.items()})
-    (workdir / "leave-out.md").write_text(table + "\n")
+    frequencies = "\n\n".join(
+        f"Left out {b}, by frequency:\n\n" + format_table(r["by_frequency"]) for b, r in results.items()
+    )
+    (workdir / "leave-out.md").write_text(table + "\n\n" + frequencies + "\n")
     (workdir / "leave-out.json").write_text(json.dumps(results, default=str))
     print(table)
     return results

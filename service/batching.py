@@ -65,6 +65,7 @@ class GenerationJob:
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
     request_id: str | None = None  # for log lines written by the decoding thread
+    admitted: bool = False  # taken from the queue into the batch (set by the decoding thread)
 
 
 class DecodeBatch:
@@ -82,6 +83,7 @@ class DecodeBatch:
 
     def admit(self, job: GenerationJob) -> None:
         """Prefill a new sequence and, unless its first token already ends it, add it to the batch."""
+        job.admitted = True
         if job.cancelled:
             self._finish(job, job.state)
             return

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     )
     batch_max_size: int = Field(64, ge=1, le=1024, description="sequences stepped together in one call")
     batch_max_queue: int = Field(1024, ge=1, description="generation requests waiting for a slot before 503")
+    batch_max_queue_wait_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="a generation request still waiting for a slot in the batch after this long is answered 503 "
+        "with Retry-After (an `error` event, `overloaded`, when streamed) and leaves the queue",
+    )
     # 0: a call takes every request already waiting and never waits for more. Under load requests pile up while
     # the previous call runs, so batches form anyway; alone, a request pays no wait (BENCHMARKS.md: 2 ms halved
     # single-client /sentiment throughput and gained nothing at 32 clients).

@@ -53,6 +53,11 @@ HTTP_LATENCY = Histogram(
 log = logging.getLogger(__name__)
 HTTP_IN_PROGRESS = Gauge("cellstate_http_requests_in_progress", "HTTP requests being served now")
 TOKENS_GENERATED = Counter("cellstate_tokens_generated", "tokens produced by generation, by model family", ["family"])
+GENERATIONS_WITHDRAWN = Counter(
+    "cellstate_generations_withdrawn",
+    "generation requests answered 503 after waiting CELLSTATE_BATCH_MAX_QUEUE_WAIT_S for a batch slot",
+    ["family"],
+)
 BATCH_SIZE = Histogram(
     "cellstate_batch_size", "sequences stepped together in one onnxruntime call", ["family"], buckets=BATCH_BUCKETS
 )

@@ -1,6 +1,7 @@
 """Continuous batching and streaming: results equal the same request run alone; disconnects free the slot."""
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,8 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.batching import MicroBatcher
+from service.batching import GenerationJob, MicroBatcher
 from service.config import Settings
+from service.sampling import Sampler, SamplingParams
 from tests.app_state import runtime_of
 
 REQUESTS = [
@@ -115,3 +117,56 @@ def test_a_full_one_shot_queue_refuses_before_reading_the_body(sentiment_models_
         assert refused.json()["error"] == "overloaded" and "sentiment" in refused.json()["message"]
         micro._waiting = 0
         assert c.post("/sentiment", json={"texts": ["good"]}).status_code == 200
+
+
+class _Blocker:
+    """A sequence whose first token waits for a gate: while it waits, the decoding thread admits nobody else."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+        self.sampler = Sampler(SamplingParams(), 0)
+        self.last_id, self.completion_tokens = 0, 0
+        self.finish_reason: str | None = None
+
+    def advance(self, logits: Any) -> str:
+        self.gate.wait(10)
+        self.finish_reason = "length"
+        return ""
+
+    def mask(self, logits: Any) -> None:
+        pass
+
+    def accept(self, token_id: int) -> str:
+        return ""
+
+
+def test_a_generation_without_a_slot_in_time_is_answered_503_and_leaves_the_queue(models_dir: Path) -> None:
+    """CELLSTATE_BATCH_MAX_QUEUE_WAIT_S: a request still queued at its deadline gets 503 + Retry-After (an in-band
+    `overloaded` error event when streamed), its session is released unchanged, and it never runs afterwards."""
+    settings = Settings(models_dir=models_dir, batch_max_size=1, batch_max_queue_wait_s=0.3)
+    with TestClient(create_app(settings)) as c:
+        sid = c.post("/sessions", json={"model": "wordlm"}).json()["session_id"]
+        batcher = runtime_of(c).batchers[("wordlm", 1)]
+        gate = threading.Event()
+        blocker = GenerationJob(_Blocker(gate), feed_ids=[1])
+        batcher.submit(blocker)
+        try:
+            started = time.monotonic()
+            refused = c.post("/generate", json={"prompt": "the cat", "max_new_tokens": 3, "session_id": sid})
+            waited = time.monotonic() - started
+            assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+            assert refused.json()["error"] == "overloaded"
+            assert "CELLSTATE_BATCH_MAX_QUEUE_WAIT_S" in refused.json()["message"]
+            assert 0.3 <= waited < 3
+            with c.stream("POST", "/generate/stream", json={"prompt": "the cat", "max_new_tokens": 3}) as stream:
+                events = "".join(stream.iter_text())
+            assert stream.status_code == 200 and "event: token" not in events
+            assert 'event: error\ndata: {"error": "overloaded"' in events
+        finally:
+            gate.set()
+        assert blocker.done.wait(5)
+        after = c.post("/generate", json={"prompt": "the cat", "max_new_tokens": 3, "session_id": sid})
+        assert after.status_code == 200  # the session was released, and is where it was: this is its first text
+        assert after.json()["usage"]["prompt_tokens"] == 2
+        metrics = c.get("/metrics").text
+        assert 'cellstate_generations_withdrawn_total{family="wordlm"} 2.0' in metrics

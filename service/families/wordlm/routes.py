@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from ...batching import QueueFullError
 from ...dependencies import RequestIdDep, RuntimeDep, SettingsDep, engine_for
-from ...errors import FeatureUnavailable, ModelUnavailable, documented
+from ...errors import FeatureUnavailable, ModelUnavailable, Overloaded, documented
 from ...sessions import SessionBusyError, SessionNotFoundError, SessionStoreUnavailable
 from . import service
 from .engine import NAME, WordLMEngine
@@ -79,6 +79,7 @@ SSE_SCHEMA = {
 STREAM_ERRORS: dict[type[Exception], str] = {
     SessionNotFoundError: "session_not_found",
     SessionStoreUnavailable: "session_store_unavailable",
+    Overloaded: "overloaded",  # no slot in the batch within CELLSTATE_BATCH_MAX_QUEUE_WAIT_S
 }
 
 

@@ -22,9 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ...batching import GenerationJob, run_alone
 from ...config import Settings
-from ...errors import FeatureUnavailable, NotFound, RequestError
+from ...errors import FeatureUnavailable, NotFound, Overloaded, RequestError
 from ...family import State
-from ...observability import TOKENS_GENERATED
+from ...observability import GENERATIONS_WITHDRAWN, TOKENS_GENERATED
 from ...runtime import Runtime
 from ...sampling import Sampler, SamplingParams
 from ...schemas import ModelRef
@@ -125,8 +125,10 @@ class Generation:
     prompt: EncodedText | None
     session: SessionRecord | None
     previous: GenerationState | None
+    queue_wait_s: float = float("inf")  # longest wait for a slot in the batch (CELLSTATE_BATCH_MAX_QUEUE_WAIT_S)
     _pieces: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     _released: bool = False
+    _deadline: float = float("inf")  # event-loop time by which the job must have been admitted
 
     @property
     def finish_reason(self) -> Literal["length", "stop", "eos"]:
@@ -147,15 +149,36 @@ class Generation:
                                 model=model_ref(self.engine), session_id=session_id)  # fmt: skip
 
     async def pieces(self) -> AsyncIterator[str]:
-        """The text as it is decoded, piece by piece; ends when the generation does."""
-        while (piece := await self._pieces.get()) is not None:
+        """The text as it is decoded, piece by piece; ends when the generation does (or never got a slot)."""
+        while (piece := await self._next()) is not None:
             yield piece
 
     async def result(self) -> None:
         """Wait for the end, then count tokens and save the session's new state (raises what decoding raised)."""
-        while await self._pieces.get() is not None:
+        while await self._next() is not None:
             pass
         await self.finish()
+
+    async def _next(self) -> str | None:
+        """The next piece (None at the end). A job still queued at its deadline is withdrawn: it ends with an
+        Overloaded error (503 with Retry-After, or an in-band `error` event), never waits on unbounded."""
+        job = self.job
+        if job.admitted:
+            return await self._pieces.get()
+        remaining = self._deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(self._pieces.get(), timeout=max(remaining, 0.0))
+        except TimeoutError:
+            if job.admitted:  # it got its slot meanwhile: the deadline no longer applies
+                return await self._pieces.get()
+            job.cancelled = True  # when the decoder reaches it, it is dropped unread
+            job.error = Overloaded(
+                f"no slot in the generation batch within {self.queue_wait_s:g} s (CELLSTATE_BATCH_MAX_QUEUE_WAIT_S): "
+                "the server is saturated; retry shortly",
+                retry_after=max(1, round(self.queue_wait_s / 10)),
+            )
+            GENERATIONS_WITHDRAWN.labels(family=NAME).inc()
+            return None
 
     def cancel(self) -> None:
         """The client went away: the sequence leaves the batch at the next step; the session keeps its state."""
@@ -240,10 +263,12 @@ class GenerationService:
                                            sampler=sampler, detokenizer=detokenizer)  # fmt: skip
         generation.text = lead
         job = GenerationJob(generation, feed, lstm, request_id=request_id)
-        return Generation(self.runtime, engine, job, prompt, session, state)
+        return Generation(self.runtime, engine, job, prompt, session, state,
+                          queue_wait_s=self.runtime.settings.batch_max_queue_wait_s)  # fmt: skip
 
     def _submit(self, gen: Generation, stream: bool) -> Generation:
         loop = asyncio.get_running_loop()
+        gen._deadline = loop.time() + gen.queue_wait_s
         put = gen._pieces.put_nowait
         if stream:
             gen.job.on_piece = lambda piece: loop.call_soon_threadsafe(put, piece)

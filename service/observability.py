@@ -65,7 +65,8 @@ QUEUE_DEPTH = Gauge("cellstate_queue_depth", "requests waiting for a batch slot"
 ACTIVE_SESSIONS = Gauge(
     "cellstate_active_sessions", "live sessions in the session store (every replica's, when the store is Redis)"
 )
-MODEL_LOADED = Gauge("cellstate_model_loaded", "1 for each model version being served", ["family", "version", "name"])
+MODEL_LOADED = Gauge("cellstate_model_loaded", "1 for each model version being served, in the precision served",
+                     ["family", "version", "name", "precision"])  # fmt: skip
 MODEL_FAILURES = Gauge("cellstate_model_failures", "model versions found but not served (see GET /ready)")
 
 
@@ -77,7 +78,8 @@ def refresh_model_metrics(app: FastAPI) -> None:
         MODEL_FAILURES.set(0)
         return
     for family, model in registry.models.items():
-        MODEL_LOADED.labels(family=family, version=str(model.version), name=model.manifest.name).set(1)
+        MODEL_LOADED.labels(family=family, version=str(model.version), name=model.manifest.name,
+                            precision=model.precision).set(1)  # fmt: skip
     MODEL_FAILURES.set(len(registry.failures))
     runtime = getattr(app.state, "runtime", None)
     if runtime is not None:  # counted at scrape time: expiry needs no bookkeeping

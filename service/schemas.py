@@ -31,6 +31,7 @@ def require_tokens(value: str) -> str:
 class ModelRef(BaseModel):
     name: str
     version: int
+    precision: str | None = Field(None, description="the precision that computed this answer: fp32 or int8")
 
 
 class ErrorResponse(BaseModel):

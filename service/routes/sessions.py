@@ -27,7 +27,8 @@ def info(runtime: Runtime, record: SessionRecord) -> SessionInfo:
     engine = runtime.versions.get((record.family, record.model_version))
     name = engine.model.manifest.name if engine is not None else f"{record.family} (no longer served)"
     return SessionInfo(session_id=record.id, family=record.family,
-                       model=ModelRef(name=name, version=record.model_version),
+                       model=ModelRef(name=name, version=record.model_version,
+                                      precision=engine.model.precision if engine is not None else None),
                        created_at=iso(record.created_at), expires_at=iso(record.expires_at),
                        idle_expires_at=iso(record.deadline(runtime.sessions.idle_ttl)))  # fmt: skip
 

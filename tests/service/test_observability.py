@@ -77,7 +77,15 @@ def test_tokens_generated_and_loaded_models(client: TestClient) -> None:
     )
     model = body["model"]
     assert (
-        value(after, "cellstate_model_loaded", family="wordlm", version=str(model["version"]), name=model["name"]) == 1
+        value(
+            after,
+            "cellstate_model_loaded",
+            family="wordlm",
+            version=str(model["version"]),
+            name=model["name"],
+            precision=model["precision"],
+        )
+        == 1
     )
     assert value(after, "cellstate_model_failures") == 0
 

@@ -24,7 +24,7 @@ def test_generate_reports_usage_and_model(client: TestClient) -> None:
     body = generate(client, max_new_tokens=7, seed=3, ignore_eos=True)
     assert body["finish_reason"] == "length"
     assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 7, "unknown_tokens": 0}
-    assert body["model"] == {"name": "wordlm-2x24", "version": 1}
+    assert body["model"] == {"name": "wordlm-2x24", "version": 1, "precision": "fp32"}
     assert body["text"].strip() and "<unk>" not in body["text"]
 
 

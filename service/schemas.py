@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonDict
 
 MAX_PROMPT_CHARS = 20_000
 MAX_SEED = 2**53 - 1  # the largest integer every JSON client (a JavaScript number) carries exactly
@@ -19,6 +20,11 @@ class StrictRequest(BaseModel):
 # character of punctuation), so "has a token" is "has a non-space character": a C-speed check, run on the event loop
 # for every text of every request.
 _NON_SPACE = re.compile(r"\S")
+
+
+# The spec's statement of `require_tokens` (JSON Schema patterns are unanchored: "holds a non-space character"), so
+# that a generated client or a fuzzer knows a whitespace-only text is refused.
+HAS_TOKENS: JsonDict = {"pattern": r"\S"}
 
 
 def require_tokens(value: str) -> str:

@@ -6,14 +6,15 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from ...schemas import MAX_PROMPT_CHARS, ModelRef, StrictRequest, require_tokens
+from ...schemas import HAS_TOKENS, MAX_PROMPT_CHARS, ModelRef, StrictRequest, require_tokens
 
 MAX_TEXTS = 256
 MAX_TEXT_CHARS = MAX_PROMPT_CHARS
 
 
 # Per-item constraints put the index in the error location: an empty third text is reported as `texts.2`.
-SentimentText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(require_tokens)]
+SentimentText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(require_tokens),
+                          Field(json_schema_extra=HAS_TOKENS)]  # fmt: skip
 
 
 class SentimentRequest(StrictRequest):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 from ...sampling import GREEDY_BELOW
-from ...schemas import MAX_PROMPT_CHARS, MAX_SEED, ModelRef, StrictRequest, require_tokens
+from ...schemas import HAS_TOKENS, MAX_PROMPT_CHARS, MAX_SEED, ModelRef, StrictRequest, require_tokens
 from ...sessions import ID_PATTERN as SESSION_ID_PATTERN
 
 MAX_STOP_STRINGS = 8
@@ -32,6 +32,7 @@ class GenerateStreamRequest(StrictRequest):
         None,
         min_length=1,
         max_length=MAX_PROMPT_CHARS,
+        json_schema_extra=HAS_TOKENS,
         description="text to continue; required without a session_id and on a session's first call, optional on "
         "later calls (read before continuing)",
         examples=["Alice was beginning to get very tired of"],
@@ -52,10 +53,10 @@ class GenerateStreamRequest(StrictRequest):
         description="same seed and parameters -> same text (at most 2^53 - 1, so that "
         "every JSON client can carry it exactly)",
     )
-    stop: list[str] = Field(
+    stop: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
         default_factory=list,
         max_length=MAX_STOP_STRINGS,
-        description="end the text before the first occurrence of any of these",
+        description="end the text before the first occurrence of any of these (each 1 to 64 characters)",
     )
     ignore_eos: bool = Field(False, description="keep generating past the end-of-text token")
 
@@ -63,14 +64,6 @@ class GenerateStreamRequest(StrictRequest):
     @classmethod
     def _prompt_has_tokens(cls, value: str | None) -> str | None:
         return None if value is None else require_tokens(value)
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_strings(cls, value: list[str]) -> list[str]:
-        for i, s in enumerate(value):
-            if not 1 <= len(s) <= 64:
-                raise ValueError(f"stop[{i}] must be 1 to 64 characters long")
-        return value
 
 
 class GenerateRequest(GenerateStreamRequest):
@@ -139,7 +132,7 @@ class NextWordRequest(StrictRequest):
     # Config merges with StrictRequest's (extra=forbid, strict): only the examples are added here.
     model_config = ConfigDict(json_schema_extra={"examples": [{"text": "the white", "k": 3}]})
 
-    text: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, examples=["the white"])
+    text: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, examples=["the white"], json_schema_extra=HAS_TOKENS)
     k: int = Field(5, ge=1, le=50, description="how many suggestions")
 
     @field_validator("text")
@@ -189,6 +182,7 @@ class InspectRequest(StrictRequest):
     text: str = Field(
         min_length=1,
         max_length=MAX_PROMPT_CHARS,
+        json_schema_extra=HAS_TOKENS,
         description=f"text to read, from the zero state (at most {MAX_INSPECT_TOKENS} tokens)",
         examples=["the queen said"],
     )
@@ -201,6 +195,7 @@ class InspectRequest(StrictRequest):
     )
     top_k_neurons: int | None = Field(
         None,
+        strict=False,  # JSON Schema's integer includes 3.0: accept it as 3 (3.5 is still refused)
         ge=1,
         le=MAX_NEURONS,
         description=f"without `neurons`: report the k neurons with the largest mean |hidden| over the text, and "

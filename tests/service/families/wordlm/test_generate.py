@@ -81,7 +81,7 @@ GENERATE_RULES: list[tuple[dict[str, Any], str, str]] = [
     ({"prompt": "hi", "top_k": -1}, "top_k", "greater than or equal to 0"),
     ({"prompt": "hi", "seed": -1}, "seed", "greater than or equal to 0"),
     ({"prompt": "hi", "stop": ["a"] * 9}, "stop", "at most 8 items"),
-    ({"prompt": "hi", "stop": [""]}, "stop", "1 to 64 characters"),
+    ({"prompt": "hi", "stop": [""]}, "stop.0", "at least 1 character"),
     ({"prompt": 5}, "prompt", "valid string"),
     ({"prompt": "hi", "temprature": 1}, "temprature", "unknown field"),
     ({}, "prompt", "field required"),

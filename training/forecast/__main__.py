@@ -4,6 +4,8 @@
     python -m training.forecast export --checkpoint runs/forecast.pt [--models-dir models]
     python -m training.forecast all    [train options]            # what `make models-forecast` runs
     python -m training.forecast quantize models/forecast/2        # add the int8 variant to a published version
+    python -m training.forecast baselines --methods arima     # fit ARIMA on every series (cached; ~40 minutes)
+    python -m training.forecast score models/forecast/2 [--out docs/forecast_table.md]   # its tables, every baseline
 
 Every field of the training config is a flag (`train --help` lists them). Training data: every unreserved real
 series (fpp2, fpp3, statsmodels) plus synthetic series (training/data/synthetic.py); the reserved R `datasets` and
@@ -22,8 +24,8 @@ import torch
 
 from training.data.series import SeriesSet, load_reserved_series, load_series
 from training.forecast.config import TrainConfig
-from training.forecast.evaluate import baseline_forecasts
-from training.forecast.export import export, quantize
+from training.forecast.evaluate import BASELINES, baseline_forecasts
+from training.forecast.export import export, quantize, score
 from training.forecast.leave_out import BLOCKS, leave_collection_out
 from training.forecast.train import train
 from training.kit.cli import add_dataclass_args, dataclass_from_args
@@ -37,6 +39,15 @@ def parser() -> argparse.ArgumentParser:
     p_train = sub.add_parser("train", help="train the ensemble and save a checkpoint")
     p_export = sub.add_parser("export", help="evaluate a checkpoint on the test horizons and publish it")
     p_all = sub.add_parser("all", help="train, then export")
+    p_score = sub.add_parser("score", help="tables of a published version on the test horizons and reserved series, "
+                             "with every baseline in the cache (no export)")  # fmt: skip
+    p_score.add_argument("version_dir", type=Path, help="e.g. models/forecast/2")
+    p_score.add_argument("--cache-dir", type=Path, default=Path("data"), help="cache of the statistical baselines")
+    p_score.add_argument("--out", type=Path, help="also write the tables here (e.g. docs/forecast_table.md)")
+    p_base = sub.add_parser("baselines", help="fit statistical baselines on every test horizon (default and reserved "
+                            "series) into the cache; ARIMA is fitted only here (~40 min on one core)")  # fmt: skip
+    p_base.add_argument("--methods", nargs="+", default=list(BASELINES), choices=BASELINES)
+    p_base.add_argument("--cache-dir", type=Path, default=Path("data"), help="cache of the statistical baselines")
     p_quantize = sub.add_parser("quantize", help="add the int8 variant to a published version")
     p_quantize.add_argument("version_dir", type=Path, help="e.g. models/forecast/2")
     p_out = sub.add_parser("leave-out", help="train without each collection in turn and score it (no export)")
@@ -46,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p_out.add_argument("--reuse", action="store_true", help="score existing leave-out checkpoints, train the others")
     for p in (p_train, p_all, p_out):
         add_dataclass_args(p.add_argument_group("training"), TrainConfig)
-    for p in (p_train, p_export, p_all, p_quantize):
+    for p in (p_train, p_export, p_all, p_quantize, p_score):
         p.add_argument(
             "--data",
             type=Path,
@@ -80,6 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     reserved = load_reserved_series() if args.data is None else None
     if args.command == "quantize":
         print(quantize(args.version_dir, data, reserved))
+        return
+    if args.command == "baselines":
+        for part in (load_reserved_series(), data):
+            baseline_forecasts(part.series, args.cache_dir, tuple(args.methods), compute=True)
+        return
+    if args.command == "score":
+        print(score(args.version_dir, data, reserved, args.cache_dir, args.out))
         return
     if args.command in ("train", "all"):
         cfg = dataclass_from_args(TrainConfig, args)

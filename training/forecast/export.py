@@ -109,6 +109,21 @@ def quantize(version_dir: Path, data: SeriesSet, reserved: SeriesSet | None) -> 
     return version_dir
 
 
+def score(version_dir: Path, data: SeriesSet, reserved: SeriesSet | None, cache_dir: Path,
+          out: Path | None = None) -> str:  # fmt: skip
+    """The tables of a published version (its float32 graph, the served rules) with every baseline fitted so far,
+    e.g. once ARIMA has been fitted on every series after the version was published."""
+    manifest = read_manifest(version_dir)
+    if data.sha256 != manifest.data.sha256:
+        raise ValueError(f"the series differ from the ones {version_dir} was trained on")
+    serving = ForecastConfig.from_manifest(manifest.config)
+    metrics, _ = evaluate(Forecaster(serving, onnx_runner(version_dir / "model.onnx")), data, reserved, cache_dir)
+    table = tables(metrics)
+    if out is not None:
+        out.write_text(table)
+    return table
+
+
 def _metric_block(summary: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {k.removeprefix(prefix): v for k, v in summary.items() if k.startswith(prefix)}
 

@@ -816,7 +816,7 @@ def main() -> None:
         f"{EOS_SHARE:.0%} of requests with ignore_eos false (they may end at <eos>); the same requests in the same "
         "order on every system. cellstate: `python -m service` with CELLSTATE_LOG_LEVEL=warning, "
         "CELLSTATE_ACCESS_LOG=false, CELLSTATE_BATCH_MAX_SIZE=64 (continuous batching), CELLSTATE_PRECISION=fp32 "
-        "(the float32 graphs the peers serve); \"cellstate, int8\" is the same with CELLSTATE_PRECISION=int8 (its "
+        '(the float32 graphs the peers serve); "cellstate, int8" is the same with CELLSTATE_PRECISION=int8 (its '
         "own quantized graphs, so its greedy texts may differ; not in the peer ratios); its streamed rows use "
         "POST /generate/stream (TTFT = first event). The peers have no streaming endpoint here: TTFT not "
         "applicable (n/a). Plain script: one `def` route per request (thread pool, no batching), uvicorn's "

@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p_score.add_argument("version_dir", type=Path, help="e.g. models/forecast/2")
     p_score.add_argument("--cache-dir", type=Path, default=Path("data"), help="cache of the statistical baselines")
     p_score.add_argument("--out", type=Path, help="also write the tables here (e.g. docs/forecast_table.md)")
+    p_score.add_argument("--amend", action="store_true", help="update the manifest's baseline figures (the model's "
+                         "own must come out as published)")  # fmt: skip
     p_base = sub.add_parser("baselines", help="fit statistical baselines on every test horizon (default and reserved "
                             "series) into the cache; ARIMA is fitted only here (~40 min on one core)")  # fmt: skip
     p_base.add_argument("--methods", nargs="+", default=list(BASELINES), choices=BASELINES)
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             baseline_forecasts(part.series, args.cache_dir, tuple(args.methods), compute=True)
         return
     if args.command == "score":
-        print(score(args.version_dir, data, reserved, args.cache_dir, args.out))
+        print(score(args.version_dir, data, reserved, args.cache_dir, args.out, args.amend))
         return
     if args.command in ("train", "all"):
         cfg = dataclass_from_args(TrainConfig, args)

@@ -289,3 +289,28 @@ def test_forecaster_batches_series_of_equal_length(engine: ForecastEngine) -> No
     for i in range(3):
         alone = engine.forecast(histories[i], 8, 4)
         np.testing.assert_allclose(together[i, :, 1], alone.median, rtol=1e-4)
+
+
+@pytest.mark.slow  # ~8 s: ETS and Theta fitted on every tiny series
+def test_score_amends_only_the_baseline_figures(forecast_models_dir: Path, tmp_path: Path) -> None:
+    """`score --amend` (e.g. once ARIMA is fitted on every series): the baselines in the manifest are brought up
+    to date; the model's own figures must come out as published, or nothing is written."""
+    import shutil
+
+    version_dir = tmp_path / "forecast" / "1"
+    shutil.copytree(forecast_models_dir / "forecast" / "1", version_dir)
+    before = read_manifest(version_dir)
+    assert before.metrics["baselines"].keys() == {"seasonal_naive"}  # the tiny model was exported without them
+    table = forecast_export.score(version_dir, tiny_series(), None, tmp_path / "cache", tmp_path / "t.md", amend=True)
+    after = read_manifest(version_dir)
+    assert after.metrics["baselines"]["ets"]["mase"] > 0 and after.metrics["baselines"]["theta"]["mase"] > 0
+    assert after.metrics["model"] == before.metrics["model"] and after.variants == before.variants
+    assert after.metrics["test"]["all"]["lstm_mase"] == before.metrics["test"]["all"]["lstm_mase"]
+    assert (tmp_path / "t.md").read_text() == table and "| all |" in table
+
+    tampered = json.loads((version_dir / "manifest.json").read_text())
+    tampered["metrics"]["test"]["all"]["lstm_mase"] += 0.1
+    (version_dir / "manifest.json").write_text(json.dumps(tampered))
+    with pytest.raises(ValueError, match="differ from the published ones"):
+        forecast_export.score(version_dir, tiny_series(), None, tmp_path / "cache", amend=True)
+    assert json.loads((version_dir / "manifest.json").read_text()) == tampered

@@ -1,9 +1,10 @@
 """int8 variants: the export step's float32 graph quantized with onnxruntime, measured, and described in the manifest.
 
 Dynamic quantization (weights stored as int8 per tensor; activations quantized per call from their own range) of the
-LSTM and MatMul/Gemm ops: `LSTM` becomes `DynamicQuantizeLSTM`, `MatMul` becomes `DynamicQuantizeMatMul`. Static
-quantization needs calibration ranges for the recurrent state, which onnxruntime's LSTM kernel does not take, so
-dynamic is the only choice for these graphs. Embedding lookups (`Gather`) stay float32: they cost no arithmetic.
+LSTM and MatMul/Gemm ops: `LSTM` becomes `DynamicQuantizeLSTM`, `MatMul` becomes `DynamicQuantizeMatMul`.
+onnxruntime quantizes the LSTM op only dynamically, and the LSTMs are where the time goes, so static (calibrated)
+quantization, which would reach only the small MatMul heads, was not tried. Embedding lookups (`Gather`) stay
+float32: they cost no arithmetic.
 
 Every family decides with the same rule: the variant is listed with its quality on the same test split as float32,
 its parity against float32, and its speed-up per call; it becomes the version's default (`CELLSTATE_PRECISION=auto`)

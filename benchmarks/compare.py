@@ -40,25 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.generation import machine, write_section
+from benchmarks.generation import NEW_TOKENS, PROMPTS, machine, write_section
+from benchmarks.oneshot import REVIEWS
 from tests.live_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / "runs" / "bench" / "compare"
-NEW_TOKENS = 100
 MAX_CONNECTIONS = 512
 EOS_SHARE = 0.3  # of mixed requests, those that may end at <eos>
 
-PROMPTS = [
-    "alice was beginning to get very tired of sitting by her sister",
-    "the white rabbit",
-    "i went to the school",
-    "'what is the use of a book,' thought alice",
-    "the queen said",
-    "father did nothing, and always said",
-    "down, down, down",
-    "the mathematics teacher",
-]
 # Prompts of the mixed workload are cut from this text (the opening of Alice's Adventures in Wonderland).
 TEXT = """alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing to do:
 once or twice she had peeped into the book her sister was reading, but it had no pictures or conversations in it,
@@ -75,14 +65,6 @@ how in the world she was to get out again. the rabbit-hole went straight on like
 dipped suddenly down, so suddenly that alice had not a moment to think about stopping herself before she found
 herself falling down a very deep well."""
 WORDS = TEXT.split()
-REVIEWS = [
-    "a gripping, beautifully acted film that earns every one of its tears",
-    "tedious, overlong and badly written",
-    "the plot is thin but the performances carry it",
-    "one of the worst movies of the year",
-    "funny, warm and surprisingly wise",
-    "i wanted to like it, but it never comes alive",
-]
 
 
 # ---- workloads ---------------------------------------------------------------------------------------------------

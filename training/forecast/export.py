@@ -130,9 +130,7 @@ def score(version_dir: Path, data: SeriesSet, reserved: SeriesSet | None, cache_
                 same = all(before[k] == now[k] for k in before if k.startswith("lstm_"))
                 if not same:
                     raise ValueError(f"{part}: the model's figures differ from the published ones; not amending")
-        summary = metrics["test"]["all"]
-        baselines = {"seasonal_naive": _metric_block(summary, "naive_")}
-        baselines |= {m: _metric_block(summary, f"{m}_") for m in ("ets", "arima", "theta")}
+        baselines = baseline_figures(metrics["test"]["all"], fitted=True)
         write_manifest(version_dir, manifest.model_copy(update={"metrics": {**published, **metrics,
                                                                             "baselines": baselines}}))  # fmt: skip
     return table
@@ -140,6 +138,14 @@ def score(version_dir: Path, data: SeriesSet, reserved: SeriesSet | None, cache_
 
 def _metric_block(summary: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {k.removeprefix(prefix): v for k, v in summary.items() if k.startswith(prefix)}
+
+
+def baseline_figures(summary: dict[str, Any], fitted: bool) -> dict[str, Any]:
+    """The manifest's `metrics.baselines`: seasonal naive, and the per-series fits when they were made."""
+    figures = {"seasonal_naive": _metric_block(summary, "naive_")}
+    if fitted:
+        figures |= {m: _metric_block(summary, f"{m}_") for m in ("ets", "arima", "theta")}
+    return figures
 
 
 def export(
@@ -190,9 +196,7 @@ def export(
             (docs_dir / "forecast_table.md").write_text(table)
         members = ckpt.history
         summary = metrics["test"]["all"]
-        baselines = {"seasonal_naive": _metric_block(summary, "naive_")}
-        if cfg.baselines:
-            baselines |= {m: _metric_block(summary, f"{m}_") for m in ("ets", "arima", "theta")}
+        baselines = baseline_figures(summary, fitted=cfg.baselines)
         staged.describe(
             name=f"forecast-lstm-{len(members)}x{cfg.layers}x{cfg.hidden}",
             description="Global LSTM forecaster with 0.1/0.5/0.9 quantiles (step model: prefill a scaled history, "

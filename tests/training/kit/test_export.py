@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from service.manifest import DataSpec, read_manifest, verify_files
+from tests.training.kit.tagger import Tagger
 from training.kit.export import (
     ParityError,
     check_parity,
@@ -18,18 +19,6 @@ from training.kit.export import (
     round_weights_to_fp16,
     store_weights_as_fp16,
 )
-
-
-class Tagger(nn.Module):
-    """x (B, T, 8) -> y (B, T, 3): big enough that its weights are stored as float16."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(8, 64, batch_first=True)
-        self.head = nn.Linear(64, 3)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.lstm(x)[0])
 
 
 def _export(module: nn.Module, path: Path) -> list[dict[str, np.ndarray]]:

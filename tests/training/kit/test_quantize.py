@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from torch import Tensor, nn
 
 from service.manifest import DataSpec, Variant, read_manifest, verify_files
+from tests.training.kit.tagger import Tagger
 from training.kit.export import (
     export_onnx,
     graph_spec,
@@ -26,18 +26,6 @@ from training.kit.quantize import (
     quantize_int8,
     unfold_fp16_storage,
 )
-
-
-class Tagger(nn.Module):
-    """x (B, T, 8) -> y (B, T, 3) through an LSTM and a linear head: both quantizable."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(8, 64, batch_first=True)
-        self.head = nn.Linear(64, 3)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.lstm(x)[0])
 
 
 def _cases() -> list[dict[str, np.ndarray]]:

@@ -23,6 +23,7 @@ from training.data.series import (
     clean_values,
     load_csv_series,
     load_default_series,
+    load_reserved_series,
     seasonal_trend,
     synthetic_series,
 )
@@ -69,6 +70,18 @@ def test_default_series_have_their_season_lengths_and_m4_horizons() -> None:
     co2 = next(s for s in data.series if s.name.startswith("statsmodels/co2"))
     assert co2.frequency == "monthly" and 500 < len(co2) < 540  # 1958-03 .. 2001-12 as monthly means
     assert load_default_series().sha256 == data.sha256  # deterministic
+    # The reserved R collections are read by training/ only to score them: none is in the training data, under
+    # its own name or as the same run of values under another (R's co2 and sunspots are the statsmodels records).
+    reserved = load_reserved_series().series
+    assert reserved and not any(s.collection in ("datasets", "forecast") for s in data.series)
+    assert not names & {s.name for s in reserved}
+    for r in reserved:
+        head = r.values[:12]
+        assert not any(
+            len(s.values) >= len(head)
+            and np.any(np.all(np.lib.stride_tricks.sliding_window_view(s.values, 12) == head, axis=1))
+            for s in data.series
+        ), f"{r.name}: its values are in the training data"
 
 
 def test_csv_series_with_season_lengths(tmp_path: Path) -> None:

@@ -78,21 +78,17 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
     problems = verify_files(version_dir, manifest)
     if problems:
         raise ValueError("; ".join(problems))
-    precision = choose_precision(manifest, settings.precision_for(manifest.family))
+    # `auto` is the manifest's default (the fastest precision within its tolerance, measured at export); an explicit
+    # fp32 or int8 is served as asked, or the version is not served when it has no such variant (ValueError).
+    asked = settings.precision_for(manifest.family)
+    precision = manifest.default_precision if asked == "auto" else asked
+    files = manifest.graph_files(precision)
     opts = session_options(settings)
     sessions = {
         role: ort.InferenceSession(str(version_dir / file), opts, providers=["CPUExecutionProvider"])
-        for role, file in manifest.graph_files(precision).items()
+        for role, file in files.items()
     }
     return LoadedModel(manifest=manifest, directory=version_dir, sessions=sessions, precision=precision)
-
-
-def choose_precision(manifest: Manifest, asked: str) -> str:
-    """`auto` is the manifest's default (the fastest precision within its tolerance, measured at export); an
-    explicit fp32 or int8 is served as asked, or the version is not served when it has no such variant."""
-    precision = manifest.default_precision if asked == "auto" else asked
-    manifest.graph_files(precision)  # raises ValueError naming the missing variant
-    return precision
 
 
 def load_registry(settings: Settings, loaded: dict[tuple[str, int], LoadedModel] | None = None) -> Registry:

@@ -4,9 +4,13 @@ parameter is a 422 instead of being silently ignored."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonDict
+
+if TYPE_CHECKING:
+    from .registry import LoadedModel
 
 MAX_PROMPT_CHARS = 20_000
 MAX_SEED = 2**53 - 1  # the largest integer every JSON client (a JavaScript number) carries exactly
@@ -38,6 +42,11 @@ class ModelRef(BaseModel):
     name: str
     version: int
     precision: str | None = Field(None, description="the precision that computed this answer: fp32 or int8")
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> ModelRef:
+        """The served model version that computes an answer, and in which precision."""
+        return cls(name=model.manifest.name, version=model.version, precision=model.precision)
 
 
 class ErrorResponse(BaseModel):

@@ -64,7 +64,7 @@ def response(result: ForecastResult, wanted: list[float], season: tuple[int, str
         season_source=season[1],
         measured_horizon=engine.config.quality_horizon,
         beyond_measured_horizon=len(result.median) > engine.config.quality_horizon,
-        model=ModelRef(name=engine.model.manifest.name, version=engine.model.version, precision=engine.model.precision),
+        model=ModelRef.of(engine.model),
         session_id=session_id,
     )
 

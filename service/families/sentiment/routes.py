@@ -26,5 +26,5 @@ async def sentiment(body: SentimentRequest, engine: SentimentDep, runtime: Runti
     return SentimentResponse(
         results=[SentimentResult(label=r.label, probabilities=r.probabilities, tokens=r.tokens,
                                  unknown_tokens=r.unknown_tokens, truncated=r.truncated) for r in results],
-        model=ModelRef(name=engine.model.manifest.name, version=engine.model.version, precision=engine.model.precision),
+        model=ModelRef.of(engine.model),
     )  # fmt: skip

@@ -61,7 +61,7 @@ DECIMALS = 6  # activations are float32: more digits would be noise
 
 
 def model_ref(engine: WordLMEngine) -> ModelRef:
-    return ModelRef(name=engine.model.manifest.name, version=engine.model.version, precision=engine.model.precision)
+    return ModelRef.of(engine.model)
 
 
 def limits(engine: WordLMEngine, settings: Settings) -> dict[str, Any]:

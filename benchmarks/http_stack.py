@@ -1,6 +1,7 @@
-"""Would another HTTP stack make a request cheaper? The service's app under uvicorn's h11 (what `python -m service`
-runs, with the connection guards of service/connections.py) and under httptools, each on asyncio's loop and on
-uvloop, next to the plain FastAPI script (benchmarks/peers/plain_fastapi.py: uvicorn's defaults, httptools + uvloop).
+"""What does the HTTP stack cost a request? `python -m service` as it ships (httptools + uvloop, with the connection
+guards of service/connections.py), the same app under uvicorn's plain h11 on asyncio's loop (what the service ran
+before, less its guards) and under plain httptools + uvloop (no guards: what the guards cost), next to the plain
+FastAPI script (benchmarks/peers/plain_fastapi.py: uvicorn's defaults, httptools + uvloop).
 
     python -m benchmarks.http_stack [--rounds 3] [--seconds 4]
 
@@ -26,11 +27,15 @@ from benchmarks.compare import _closed, fixed_body, sentiment_body
 from tests.live_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-STACKS = [("h11", "asyncio"), ("httptools", "asyncio"), ("httptools", "uvloop"), ("plain", "")]
+STACKS = [("service", ""), ("h11", "asyncio"), ("httptools", "uvloop"), ("plain", "")]
+NAMES = {
+    "plain": "plain FastAPI script (httptools, uvloop)",
+    "service": "python -m service (httptools, uvloop, guards)",
+}
 
 
 def serve_app(http: str, loop: str, port: int) -> None:
-    """The service's app under a given uvicorn parser and loop (no connection guards: those are h11-only)."""
+    """The service's app under a given uvicorn parser and loop, without the connection guards."""
     import uvicorn
 
     from service.app import create_app
@@ -48,11 +53,15 @@ def cpu_seconds(pid: int) -> float:
 
 def measure(http: str, loop: str, seconds: float) -> tuple[float, float]:
     port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CELLSTATE_PRECISION": "fp32"}
     if http == "plain":
         command = [sys.executable, "-m", "benchmarks.peers.plain_fastapi", "--port", str(port)]
+    elif http == "service":
+        command = [sys.executable, "-m", "service"]
+        env.update(CELLSTATE_HOST="127.0.0.1", CELLSTATE_PORT=str(port), CELLSTATE_ACCESS_LOG="false",
+                   CELLSTATE_LOG_LEVEL="warning")  # fmt: skip
     else:
         command = [sys.executable, "-m", "benchmarks.http_stack", "--serve", http, loop, str(port)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CELLSTATE_PRECISION": "fp32"}
     server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -92,10 +101,10 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {}
     for r in range(1, args.rounds + 1):
         for http, loop in STACKS:
-            name = "plain FastAPI script (httptools, uvloop)" if http == "plain" else f"cellstate app, {http}, {loop}"
+            name = NAMES.get(http, f"cellstate app, {http}, {loop}")
             sentiment, token = measure(http, loop, args.seconds)
             results.setdefault(name, []).append((sentiment, token))
-            print(f"round {r} | {name:42s} | {sentiment:.3f} CPU ms per /sentiment | {token:.3f} per token", flush=True)
+            print(f"round {r} | {name:46s} | {sentiment:.3f} CPU ms per /sentiment | {token:.3f} per token", flush=True)
     print(f"\n| server | CPU ms per /sentiment request | CPU ms per generated token |  (medians of {args.rounds})")
     print("|---|---|---|")
     for name, runs in results.items():

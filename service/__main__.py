@@ -6,14 +6,14 @@ import uvicorn
 
 from .app import create_app
 from .config import Settings
-from .connections import GuardedH11Protocol, effective_max_connections, install_log_guards, raise_fd_limit
+from .connections import GuardedHttpToolsProtocol, effective_max_connections, install_log_guards, raise_fd_limit
 from .observability import configure_logging
 
 
 def main() -> None:
     settings = Settings()
     configure_logging(settings)  # text or JSON, with request ids; uvicorn's loggers go through it too
-    install_log_guards()  # a connection flood logs one line per 10 s, not one traceback per failed accept()
+    install_log_guards()  # a connection flood logs one line per 10 s, not one per bad request
     max_connections = effective_max_connections(settings, raise_fd_limit())
     uvicorn.run(
         create_app(settings),
@@ -25,13 +25,12 @@ def main() -> None:
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,  # SIGTERM: finish in-flight requests
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        # Connection hygiene (service/connections.py): h11 with header/body deadlines and a connection cap that
-        # answers 503 itself; uvicorn's own limit_concurrency is not used (it counts idle connections as requests
-        # and answers in plain text).
-        http=GuardedH11Protocol.configure(settings, max_connections),
+        # Connection hygiene (service/connections.py): httptools with header/body deadlines, a header size limit
+        # and a connection cap that answers 503 itself; uvicorn's own limit_concurrency is not used (it counts idle
+        # connections as requests and answers in plain text).
+        http=GuardedHttpToolsProtocol.configure(settings, max_connections),
         timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]  # uvicorn's hint says int
-        h11_max_incomplete_event_size=16 * 1024,  # request line + headers (h11's default, stated)
-        loop="service.connections:GuardedEventLoop",  # accept() bursts bounded; no EMFILE traceback storm
+        loop="uvloop",
     )
 
 

@@ -7,11 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.batching import GenerationJob, MicroBatcher
+from service.batching import DecodeBatch, GenerationJob, MicroBatcher, PrefillCost
 from service.config import Settings
 from service.sampling import Sampler, SamplingParams
 from tests.app_state import runtime_of
@@ -170,3 +171,75 @@ def test_a_generation_without_a_slot_in_time_is_answered_503_and_leaves_the_queu
         assert after.json()["usage"]["prompt_tokens"] == 2
         metrics = c.get("/metrics").text
         assert 'cellstate_generations_withdrawn_total{family="wordlm"} 2.0' in metrics
+
+
+# ---- prompts that ride along: read in the batch, one token per step, instead of a prefill call ----------------
+def _decode(engine: Any, plan: list[tuple[dict[str, Any], bool | None]], join_after: int = 3) -> list[GenerationJob]:
+    """Run REQUESTS-like jobs through one DecodeBatch: the first joins alone, the others `join_after` steps apart
+    (so they meet a batch that is decoding), each admitted with its `ride_along` choice."""
+    jobs = []
+    for body, _ in plan:
+        params = SamplingParams(temperature=body["temperature"])
+        generation = engine.new_generation(params, body["max_new_tokens"], ignore_eos=True,
+                                           sampler=Sampler(params, body["seed"]))  # fmt: skip
+        jobs.append(GenerationJob(generation, engine.encode(body["prompt"]).ids))
+    batch = DecodeBatch(engine)
+    for job, (_, ride_along) in zip(jobs, plan, strict=True):
+        batch.admit(job, ride_along)
+        for _ in range(join_after):
+            batch.step()
+    while batch:
+        batch.step()
+    assert all(job.done.is_set() and job.error is None for job in jobs)
+    return jobs
+
+
+def test_a_prompt_read_in_the_batch_gives_what_its_prefill_gives(client: TestClient) -> None:
+    """Riding along changes when a prompt is read, not what comes of it: the same texts, token counts and final
+    states as prefill calls (float32: the same bits), whatever else is in the batch meanwhile."""
+    engine = runtime_of(client).current["wordlm"]
+    prefilled = _decode(engine, [(r, False) for r in REQUESTS])
+    riding = _decode(engine, [(r, i > 0) for i, r in enumerate(REQUESTS)])  # all but the first ride along
+    assert [j.generation.text for j in riding] == [j.generation.text for j in prefilled]
+    assert [j.generation.completion_tokens for j in riding] == [r["max_new_tokens"] for r in REQUESTS]
+    for a, b in zip(riding, prefilled, strict=True):
+        assert a.final_state is not None and b.final_state is not None
+        np.testing.assert_array_equal(a.final_state[0], b.final_state[0])
+        np.testing.assert_array_equal(a.final_state[1], b.final_state[1])
+
+
+def test_a_sequence_cancelled_while_reading_its_prompt_ends_with_the_state_it_came_with(client: TestClient) -> None:
+    engine = runtime_of(client).current["wordlm"]
+    first, second = (engine.new_generation(SamplingParams(0.0), 20, ignore_eos=True) for _ in range(2))
+    batch = DecodeBatch(engine)
+    batch.admit(GenerationJob(first, engine.encode("the cat sat").ids))
+    came_with = engine.zero_state()
+    came_with[0][:] = 0.5
+    reading = GenerationJob(second, engine.encode("the queen said to the king that").ids, state=came_with)
+    batch.admit(reading, ride_along=True)
+    batch.step(), batch.step()
+    assert reading.reading and reading.fed == 2
+    reading.cancelled = True
+    batch.step()
+    assert reading.done.is_set() and reading.final_state is came_with and second.completion_tokens == 0
+    assert len(batch) == 1
+
+
+def test_a_prompt_rides_along_when_that_delays_everybody_less_than_a_prefill(client: TestClient) -> None:
+    """The choice uses the costs the batch measured: (B + 1) x prefill(T) against 2 x T x (one step)."""
+    engine = runtime_of(client).current["wordlm"]
+    batch = DecodeBatch(engine)
+    assert not batch.rides_along(5)  # an idle batch: prefill, for the fastest first token
+    for n in (3, 9, 5, 12):
+        batch.admit(GenerationJob(engine.new_generation(SamplingParams(0.0), 50, ignore_eos=True), [3] * n))
+    batch.step()
+    assert batch.step_s is not None and batch.prefill_cost.estimate(10) is not None  # measured as it ran
+    batch.prefill_cost = PrefillCost()
+    for tokens in (1, 10, 20, 40):  # a prefill: 2 ms + 0.4 ms a token
+        batch.prefill_cost.observe(tokens, 0.002 + 0.0004 * tokens)
+    assert batch.prefill_cost.estimate(30) == pytest.approx(0.014)
+    batch.step_s = 0.004  # 4 sequences decoding
+    assert batch.rides_along(1)  # riding: 2 x 1 x 4 ms = 8 ms; a prefill: 5 x 2.4 ms = 12 ms
+    assert not batch.rides_along(10)  # riding: 2 x 10 x 4 ms = 80 ms; a prefill: 5 x 6 ms = 30 ms
+    batch.step_s = 0.0005
+    assert batch.rides_along(10)  # riding: 2 x 10 x 0.5 ms = 10 ms

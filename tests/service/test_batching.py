@@ -1,5 +1,6 @@
 """Continuous batching and streaming: results equal the same request run alone; disconnects free the slot."""
 
+import asyncio
 import json
 import threading
 import time
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.batching import DecodeBatch, GenerationJob, MicroBatcher, PrefillCost
 from service.config import Settings
+from service.families.wordlm.service import Generation
 from service.sampling import Sampler, SamplingParams
 from tests.app_state import runtime_of
 
@@ -243,3 +245,27 @@ def test_a_prompt_rides_along_when_that_delays_everybody_less_than_a_prefill(cli
     assert not batch.rides_along(10)  # riding: 2 x 10 x 4 ms = 80 ms; a prefill: 5 x 6 ms = 30 ms
     batch.step_s = 0.0005
     assert batch.rides_along(10)  # riding: 2 x 10 x 0.5 ms = 10 ms
+
+
+def test_a_stream_that_falls_behind_gets_the_waiting_pieces_in_one_write(client: TestClient) -> None:
+    """Generation.pieces(): one piece at a time while the reader keeps up; every piece already waiting at once when
+    it is behind (one SSE write for several token events), and nothing lost or repeated at the end."""
+    runtime = runtime_of(client)
+    engine = runtime.current["wordlm"]
+    job = GenerationJob(engine.new_generation(SamplingParams(0.0), 5), [3], admitted=True)
+
+    async def read() -> list[list[str]]:
+        gen = Generation(runtime, engine, job, None, None, None)
+        for piece in ("a", " b", " c"):
+            gen._pieces.put_nowait(piece)
+        groups = []
+        async for group in gen.pieces():
+            groups.append(group)
+            if len(groups) == 1:
+                gen._pieces.put_nowait(" d")
+            elif len(groups) == 2:
+                gen._pieces.put_nowait(" e")
+                gen._pieces.put_nowait(None)
+        return groups
+
+    assert asyncio.run(read()) == [["a", " b", " c"], [" d"], [" e"]]

@@ -144,8 +144,8 @@ async def _events(gen: service.Generation, rid: str | None) -> AsyncIterator[str
     """A client that disconnects cancels this generator: its sequence leaves the batch at the next step and a
     session keeps the state it had before this call."""
     try:
-        async for piece in gen.pieces():
-            yield sse("token", TokenEvent(text=piece))
+        async for pieces in gen.pieces():
+            yield "".join(sse("token", TokenEvent(text=piece)) for piece in pieces)
         try:
             await gen.finish()
         except Exception as exc:  # the stream has started: report in-band, log the cause with the request id

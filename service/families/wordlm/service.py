@@ -148,10 +148,18 @@ class Generation:
         return GenerateResponse(text=text, finish_reason=self.finish_reason, usage=self.usage(),
                                 model=model_ref(self.engine), session_id=session_id)  # fmt: skip
 
-    async def pieces(self) -> AsyncIterator[str]:
-        """The text as it is decoded, piece by piece; ends when the generation does (or never got a slot)."""
+    async def pieces(self) -> AsyncIterator[list[str]]:
+        """The text as it is decoded, in pieces; ends when the generation does (or never got a slot). Each item
+        holds every piece that has arrived since the last: one when the reader keeps up, several when it is
+        behind the decoder (a busy event loop then writes a stream once for several tokens)."""
         while (piece := await self._next()) is not None:
-            yield piece
+            group = [piece]
+            while not self._pieces.empty():
+                if (more := self._pieces.get_nowait()) is None:
+                    yield group
+                    return
+                group.append(more)
+            yield group
 
     async def result(self) -> None:
         """Wait for the end, then count tokens and save the session's new state (raises what decoding raised)."""

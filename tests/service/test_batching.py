@@ -15,6 +15,8 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.batching import DecodeBatch, GenerationJob, MicroBatcher, PrefillCost
 from service.config import Settings
+from service.families.wordlm.engine import Generation as WordGeneration
+from service.families.wordlm.engine import WordLMEngine
 from service.families.wordlm.service import Generation
 from service.sampling import Sampler, SamplingParams
 from tests.app_state import runtime_of
@@ -175,8 +177,21 @@ def test_a_generation_without_a_slot_in_time_is_answered_503_and_leaves_the_queu
         assert 'cellstate_generations_withdrawn_total{family="wordlm"} 2.0' in metrics
 
 
+def wordlm_engine(client: TestClient) -> WordLMEngine:
+    engine = runtime_of(client).current["wordlm"]
+    assert isinstance(engine, WordLMEngine)
+    return engine
+
+
+def text_of(job: GenerationJob) -> str:
+    assert isinstance(job.generation, WordGeneration)
+    return job.generation.text
+
+
 # ---- prompts that ride along: read in the batch, one token per step, instead of a prefill call ----------------
-def _decode(engine: Any, plan: list[tuple[dict[str, Any], bool | None]], join_after: int = 3) -> list[GenerationJob]:
+def _decode(
+    engine: WordLMEngine, plan: list[tuple[dict[str, Any], bool | None]], join_after: int = 3
+) -> list[GenerationJob]:
     """Run REQUESTS-like jobs through one DecodeBatch: the first joins alone, the others `join_after` steps apart
     (so they meet a batch that is decoding), each admitted with its `ride_along` choice."""
     jobs = []
@@ -199,10 +214,10 @@ def _decode(engine: Any, plan: list[tuple[dict[str, Any], bool | None]], join_af
 def test_a_prompt_read_in_the_batch_gives_what_its_prefill_gives(client: TestClient) -> None:
     """Riding along changes when a prompt is read, not what comes of it: the same texts, token counts and final
     states as prefill calls (float32: the same bits), whatever else is in the batch meanwhile."""
-    engine = runtime_of(client).current["wordlm"]
+    engine = wordlm_engine(client)
     prefilled = _decode(engine, [(r, False) for r in REQUESTS])
     riding = _decode(engine, [(r, i > 0) for i, r in enumerate(REQUESTS)])  # all but the first ride along
-    assert [j.generation.text for j in riding] == [j.generation.text for j in prefilled]
+    assert [text_of(j) for j in riding] == [text_of(j) for j in prefilled]
     assert [j.generation.completion_tokens for j in riding] == [r["max_new_tokens"] for r in REQUESTS]
     for a, b in zip(riding, prefilled, strict=True):
         assert a.final_state is not None and b.final_state is not None
@@ -211,7 +226,7 @@ def test_a_prompt_read_in_the_batch_gives_what_its_prefill_gives(client: TestCli
 
 
 def test_a_sequence_cancelled_while_reading_its_prompt_ends_with_the_state_it_came_with(client: TestClient) -> None:
-    engine = runtime_of(client).current["wordlm"]
+    engine = wordlm_engine(client)
     first, second = (engine.new_generation(SamplingParams(0.0), 20, ignore_eos=True) for _ in range(2))
     batch = DecodeBatch(engine)
     batch.admit(GenerationJob(first, engine.encode("the cat sat").ids))
@@ -219,7 +234,8 @@ def test_a_sequence_cancelled_while_reading_its_prompt_ends_with_the_state_it_ca
     came_with[0][:] = 0.5
     reading = GenerationJob(second, engine.encode("the queen said to the king that").ids, state=came_with)
     batch.admit(reading, ride_along=True)
-    batch.step(), batch.step()
+    batch.step()
+    batch.step()
     assert reading.reading and reading.fed == 2
     reading.cancelled = True
     batch.step()
@@ -229,7 +245,7 @@ def test_a_sequence_cancelled_while_reading_its_prompt_ends_with_the_state_it_ca
 
 def test_a_prompt_rides_along_when_that_delays_everybody_less_than_a_prefill(client: TestClient) -> None:
     """The choice uses the costs the batch measured: (B + 1) x prefill(T) against 2 x T x (one step)."""
-    engine = runtime_of(client).current["wordlm"]
+    engine = wordlm_engine(client)
     batch = DecodeBatch(engine)
     assert not batch.rides_along(5)  # an idle batch: prefill, for the fastest first token
     for n in (3, 9, 5, 12):
@@ -251,7 +267,7 @@ def test_a_stream_that_falls_behind_gets_the_waiting_pieces_in_one_write(client:
     """Generation.pieces(): one piece at a time while the reader keeps up; every piece already waiting at once when
     it is behind (one SSE write for several token events), and nothing lost or repeated at the end."""
     runtime = runtime_of(client)
-    engine = runtime.current["wordlm"]
+    engine = wordlm_engine(client)
     job = GenerationJob(engine.new_generation(SamplingParams(0.0), 5), [3], admitted=True)
 
     async def read() -> list[list[str]]:

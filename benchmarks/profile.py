@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.generation import write_section
 from tests.live_server import live_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,13 +182,7 @@ def main() -> None:
     print(text)
     print(json.dumps(raw, indent=1))
     if not args.no_write:
-        path = REPO / "BENCHMARKS.md"
-        current = path.read_text(encoding="utf-8")
-        start = current.find(lines[0])
-        if start >= 0:
-            end = current.find("\n## ", start + 1)
-            current = current[:start] + current[end + 1 :] if end >= 0 else current[:start]
-        path.write_text(current.rstrip() + "\n\n" + text, encoding="utf-8")
+        write_section(REPO / "BENCHMARKS.md", "profile", text + "\n")
 
 
 if __name__ == "__main__":

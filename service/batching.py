@@ -91,8 +91,9 @@ class GenerationJob:
 class DecodeBatch:
     """The sequences being decoded together, with their stacked LSTM state."""
 
-    def __init__(self, engine: StepEngine) -> None:
+    def __init__(self, engine: StepEngine, ride_along: bool = True) -> None:
         self.engine = engine
+        self.ride_along = ride_along  # may new prompts ride along at all (CELLSTATE_BATCH_RIDE_ALONG)
         self.jobs: list[GenerationJob] = []
         self.h: np.ndarray | None = None  # (layers, B, hidden)
         self.c: np.ndarray | None = None
@@ -108,7 +109,7 @@ class DecodeBatch:
         """Should a new sequence read its prompt in the batch, one token per step? Yes when that delays everybody
         less, in total, than a prefill call would (see the module's docstring)."""
         prefill = self.prefill_cost.estimate(prompt_tokens)
-        if not self.jobs or self.step_s is None or prefill is None:
+        if not self.ride_along or not self.jobs or self.step_s is None or prefill is None:
             return False  # nobody would wait (or nothing is measured yet): prefill, for the fastest first token
         return 2 * prompt_tokens * self.step_s < (len(self.jobs) + 1) * prefill
 
@@ -259,8 +260,10 @@ class GenerationBatcher:
         max_batch: int,
         max_queue: int,
         on_step: Callable[[int, int], None] | None = None,
+        ride_along: bool = True,
     ) -> None:
         self.engine = engine
+        self.ride_along = ride_along
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.on_step = on_step  # (batch size, queue depth) after every step, for metrics
@@ -286,7 +289,7 @@ class GenerationBatcher:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        batch = DecodeBatch(self.engine)
+        batch = DecodeBatch(self.engine, self.ride_along)
         while True:
             # Idle: block for work. Busy: admit what is waiting, up to the batch limit, between two steps.
             while len(batch) < self.max_batch:

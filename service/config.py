@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         description="a generation request still waiting for a slot in the batch after this long is answered 503 "
         "with Retry-After (an `error` event, `overloaded`, when streamed) and leaves the queue",
     )
+    batch_ride_along: bool = Field(
+        True,
+        description="let a new prompt be read in the busy batch, one token per step, when that delays everybody "
+        "less than a prefill call (more tokens/s, a later first token for that prompt); off: always prefill",
+    )
     # 0: a call takes every request already waiting and never waits for more. Under load requests pile up while
     # the previous call runs, so batches form anyway; alone, a request pays no wait (BENCHMARKS.md: 2 ms halved
     # single-client /sentiment throughput and gained nothing at 32 clients).

@@ -94,7 +94,8 @@ class Runtime:
                 QUEUE_DEPTH.labels(family=family.name).set(depth)
 
             step_engine: StepEngine = engine  # type: ignore[assignment]  # Continuous families step
-            self.batchers[key] = GenerationBatcher(step_engine, s.batch_max_size, s.batch_max_queue, on_step)
+            self.batchers[key] = GenerationBatcher(step_engine, s.batch_max_size, s.batch_max_queue, on_step,
+                                                   s.batch_ride_along)  # fmt: skip
         elif isinstance(family.batching, OneShot):  # requests arriving together share their model calls
             run = family.batching.run
             self.microbatchers[key] = MicroBatcher(

@@ -261,6 +261,14 @@ def test_a_prompt_rides_along_when_that_delays_everybody_less_than_a_prefill(cli
     assert not batch.rides_along(10)  # riding: 2 x 10 x 4 ms = 80 ms; a prefill: 5 x 6 ms = 30 ms
     batch.step_s = 0.0005
     assert batch.rides_along(10)  # riding: 2 x 10 x 0.5 ms = 10 ms
+    batch.ride_along = False  # CELLSTATE_BATCH_RIDE_ALONG=false: always prefill
+    assert not batch.rides_along(10)
+
+
+def test_ride_along_can_be_switched_off(models_dir: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=models_dir, batch_ride_along=False))) as c:
+        assert not runtime_of(c).batchers[("wordlm", 1)].ride_along
+        assert c.post("/generate", json=REQUESTS[0]).status_code == 200
 
 
 def test_a_stream_that_falls_behind_gets_the_waiting_pieces_in_one_write(client: TestClient) -> None:

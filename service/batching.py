@@ -91,9 +91,12 @@ class GenerationJob:
 class DecodeBatch:
     """The sequences being decoded together, with their stacked LSTM state."""
 
-    def __init__(self, engine: StepEngine, ride_along: bool = True) -> None:
+    def __init__(
+        self, engine: StepEngine, ride_along: bool = True, on_prompt: Callable[[str], None] | None = None
+    ) -> None:
         self.engine = engine
         self.ride_along = ride_along  # may new prompts ride along at all (CELLSTATE_BATCH_RIDE_ALONG)
+        self.on_prompt = on_prompt  # called with "prefill" or "in_batch" for every prompt read, for metrics
         self.jobs: list[GenerationJob] = []
         self.h: np.ndarray | None = None  # (layers, B, hidden)
         self.c: np.ndarray | None = None
@@ -120,7 +123,10 @@ class DecodeBatch:
         if job.cancelled:
             self._finish(job, job.state)
             return
-        if ride_along if ride_along is not None else self.rides_along(len(job.feed_ids)):
+        rides = ride_along if ride_along is not None else self.rides_along(len(job.feed_ids))
+        if self.on_prompt is not None:
+            self.on_prompt("in_batch" if rides else "prefill")
+        if rides:
             h, c = job.state if job.state is not None else self.engine.zero_state()
             self._join(job, h, c)  # fed 0: its prompt goes in with the next steps
             return
@@ -261,9 +267,11 @@ class GenerationBatcher:
         max_queue: int,
         on_step: Callable[[int, int], None] | None = None,
         ride_along: bool = True,
+        on_prompt: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.ride_along = ride_along
+        self.on_prompt = on_prompt
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.on_step = on_step  # (batch size, queue depth) after every step, for metrics
@@ -289,7 +297,7 @@ class GenerationBatcher:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        batch = DecodeBatch(self.engine, self.ride_along)
+        batch = DecodeBatch(self.engine, self.ride_along, self.on_prompt)
         while True:
             # Idle: block for work. Busy: admit what is waiting, up to the batch limit, between two steps.
             while len(batch) < self.max_batch:

@@ -58,6 +58,11 @@ GENERATIONS_WITHDRAWN = Counter(
     "generation requests answered 503 after waiting CELLSTATE_BATCH_MAX_QUEUE_WAIT_S for a batch slot",
     ["family"],
 )
+PROMPTS_READ = Counter(
+    "cellstate_prompts_read",
+    "prompts of admitted generations, by how they were read: `prefill` (one call) or `in_batch` (riding along)",
+    ["family", "how"],
+)
 BATCH_SIZE = Histogram(
     "cellstate_batch_size", "sequences stepped together in one onnxruntime call", ["family"], buckets=BATCH_BUCKETS
 )

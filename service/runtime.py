@@ -19,7 +19,7 @@ from .batching import GenerationBatcher, MicroBatcher
 from .config import Settings
 from .errors import ModelUnavailable, SessionFamilyMismatch, VersionRetired
 from .family import Continuous, Engine, Family, OneShot, StepEngine
-from .observability import BATCH_SIZE, QUEUE_DEPTH
+from .observability import BATCH_SIZE, PROMPTS_READ, QUEUE_DEPTH
 from .registry import Registry, load_registry
 from .sessions import MemorySessionStore, RedisSessionStore, SessionRecord, SessionStore
 
@@ -94,8 +94,12 @@ class Runtime:
                 QUEUE_DEPTH.labels(family=family.name).set(depth)
 
             step_engine: StepEngine = engine  # type: ignore[assignment]  # Continuous families step
+
+            def on_prompt(how: str) -> None:
+                PROMPTS_READ.labels(family=family.name, how=how).inc()
+
             self.batchers[key] = GenerationBatcher(step_engine, s.batch_max_size, s.batch_max_queue, on_step,
-                                                   s.batch_ride_along)  # fmt: skip
+                                                   s.batch_ride_along, on_prompt)  # fmt: skip
         elif isinstance(family.batching, OneShot):  # requests arriving together share their model calls
             run = family.batching.run
             self.microbatchers[key] = MicroBatcher(

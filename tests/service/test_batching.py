@@ -53,10 +53,13 @@ def alone(models_dir: Path) -> list[str]:
 
 def test_concurrent_requests_are_batched_and_each_equals_its_run_alone(client: TestClient, alone: list[str]) -> None:
     batcher = runtime_of(client).batchers[("wordlm", 1)]
+    before = _prompts_read(client)
     with ThreadPoolExecutor(len(REQUESTS)) as pool:
         texts = list(pool.map(lambda r: client.post("/generate", json=r).json()["text"], REQUESTS * 3))
-    assert texts == alone * 3
+    assert texts == alone * 3  # whether each prompt was prefilled or rode along (float32: the same bits)
     assert batcher.max_active > 1, "concurrent requests were never stepped together"
+    after = _prompts_read(client)
+    assert sum(after.values()) - sum(before.values()) == len(texts)
 
 
 def test_stream_sends_token_events_then_done(client: TestClient) -> None:
@@ -265,10 +268,24 @@ def test_a_prompt_rides_along_when_that_delays_everybody_less_than_a_prefill(cli
     assert not batch.rides_along(10)
 
 
-def test_ride_along_can_be_switched_off(models_dir: Path) -> None:
+def _prompts_read(c: TestClient) -> dict[str, float]:
+    lines = [
+        line.split() for line in c.get("/metrics").text.splitlines() if line.startswith("cellstate_prompts_read_total{")
+    ]
+    return {how: sum(float(v) for k, v in lines if f'how="{how}"' in k) for how in ("prefill", "in_batch")}
+
+
+def test_ride_along_can_be_switched_off_and_every_prompt_is_counted(models_dir: Path) -> None:
+    """CELLSTATE_BATCH_RIDE_ALONG=false: a busy batch still prefills every prompt; cellstate_prompts_read_total
+    counts each prompt read, by how."""
     with TestClient(create_app(Settings(models_dir=models_dir, batch_ride_along=False))) as c:
         assert not runtime_of(c).batchers[("wordlm", 1)].ride_along
-        assert c.post("/generate", json=REQUESTS[0]).status_code == 200
+        before = _prompts_read(c)
+        with ThreadPoolExecutor(len(REQUESTS)) as pool:
+            codes = list(pool.map(lambda r: c.post("/generate", json=r).status_code, REQUESTS * 2))
+        after = _prompts_read(c)
+    assert codes == [200] * len(codes)
+    assert after["prefill"] - before["prefill"] == len(codes) and after["in_batch"] == before["in_batch"]
 
 
 def test_a_stream_that_falls_behind_gets_the_waiting_pieces_in_one_write(client: TestClient) -> None:

@@ -196,13 +196,19 @@ def _decode(
     engine: WordLMEngine, plan: list[tuple[dict[str, Any], bool | None]], join_after: int = 3
 ) -> list[GenerationJob]:
     """Run REQUESTS-like jobs through one DecodeBatch: the first joins alone, the others `join_after` steps apart
-    (so they meet a batch that is decoding), each admitted with its `ride_along` choice."""
+    (so they meet a batch that is decoding), each admitted with its `ride_along` choice. Every other job continues
+    a state, as a session's call does (the same state on every run)."""
     jobs = []
-    for body, _ in plan:
+    for i, (body, _) in enumerate(plan):
         params = SamplingParams(temperature=body["temperature"])
         generation = engine.new_generation(params, body["max_new_tokens"], ignore_eos=True,
                                            sampler=Sampler(params, body["seed"]))  # fmt: skip
-        jobs.append(GenerationJob(generation, engine.encode(body["prompt"]).ids))
+        state = None
+        if i % 2:
+            rng = np.random.default_rng(i)
+            h, c = (rng.normal(0, 0.3, (engine.layers, 1, engine.hidden)) for _ in range(2))
+            state = (h.astype(np.float32), c.astype(np.float32))
+        jobs.append(GenerationJob(generation, engine.encode(body["prompt"]).ids, state=state))
     batch = DecodeBatch(engine)
     for job, (_, ride_along) in zip(jobs, plan, strict=True):
         batch.admit(job, ride_along)

@@ -23,7 +23,8 @@ to the step time, spread over T steps, and nobody stops. Riding along costs the 
     ride along:  T × step  +  B × T × (extra step time per row)  ≤  2 × T × step
 
 with prefill(T) and the step time measured as the batch runs. So an idle or small batch prefills (fast first
-token), and a busy one lets short prompts ride along (more tokens/s; at batch 64 a prompt of up to ~60 words).
+token), and a busy one lets all but long prompts ride along (more tokens/s; at batch 64 on the test machine,
+prompts of up to about 100 tokens, whose first token then comes 100 steps later).
 
 Micro-batching (`MicroBatcher`): requests that arrive within `max_wait` of each other are run in one call.
 """

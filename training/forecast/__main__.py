@@ -7,10 +7,11 @@
     python -m training.forecast baselines --methods arima     # fit ARIMA on every series (cached; ~40 minutes)
     python -m training.forecast score models/forecast/2 [--out docs/forecast_table.md]   # its tables, every baseline
 
-Every field of the training config is a flag (`train --help` lists them). Training data: every unreserved real
-series (fpp2, fpp3, statsmodels) plus synthetic series (training/data/synthetic.py); the reserved R `datasets` and
-`forecast` collections are scored at export only. The statistical baselines (ETS, ARIMA, Theta per series) are
-fitted in a second process while `all` trains, and cached under --cache-dir.
+Every field of the training config is a flag (`train --help` lists them). Training data: the fpp2, fpp3 and
+statsmodels series plus synthetic series (training/data/synthetic.py). The R collections reserved for independent
+evaluation are never read here: `python -m evaluation.forecast` scores a published version on them. The statistical
+baselines (ETS, ARIMA, Theta per series) are fitted in a second process while `all` trains, and cached under
+--cache-dir.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from training.data.series import SeriesSet, load_reserved_series, load_series
+from training.data.series import load_series
 from training.forecast.config import TrainConfig
 from training.forecast.evaluate import BASELINES, baseline_forecasts
 from training.forecast.export import export, quantize, score
@@ -39,15 +40,15 @@ def parser() -> argparse.ArgumentParser:
     p_train = sub.add_parser("train", help="train the ensemble and save a checkpoint")
     p_export = sub.add_parser("export", help="evaluate a checkpoint on the test horizons and publish it")
     p_all = sub.add_parser("all", help="train, then export")
-    p_score = sub.add_parser("score", help="tables of a published version on the test horizons and reserved series, "
-                             "with every baseline in the cache (no export)")  # fmt: skip
+    p_score = sub.add_parser("score", help="tables of a published version on the test horizons, with every baseline "
+                             "in the cache (no export)")  # fmt: skip
     p_score.add_argument("version_dir", type=Path, help="e.g. models/forecast/2")
     p_score.add_argument("--cache-dir", type=Path, default=Path("data"), help="cache of the statistical baselines")
     p_score.add_argument("--out", type=Path, help="also write the tables here (e.g. docs/forecast_table.md)")
     p_score.add_argument("--amend", action="store_true", help="update the manifest's baseline figures (the model's "
                          "own must come out as published)")  # fmt: skip
-    p_base = sub.add_parser("baselines", help="fit statistical baselines on every test horizon (default and reserved "
-                            "series) into the cache; ARIMA is fitted only here (~40 min on one core)")  # fmt: skip
+    p_base = sub.add_parser("baselines", help="fit statistical baselines on every test horizon into the cache; ARIMA "
+                            "is fitted only here (~40 min on one core)")  # fmt: skip
     p_base.add_argument("--methods", nargs="+", default=list(BASELINES), choices=BASELINES)
     p_base.add_argument("--cache-dir", type=Path, default=Path("data"), help="cache of the statistical baselines")
     p_quantize = sub.add_parser("quantize", help="add the int8 variant to a published version")
@@ -75,12 +76,6 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _baselines(data: SeriesSet, reserved: SeriesSet | None, cache_dir: Path) -> None:
-    for part in (reserved, data):
-        if part is not None:
-            baseline_forecasts(part.series, cache_dir)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -90,29 +85,27 @@ def main(argv: list[str] | None = None) -> None:
         leave_collection_out(load_series(None), dataclass_from_args(TrainConfig, args), tuple(args.blocks),
                              args.cache_dir, args.workdir, args.reuse)  # fmt: skip
         return
-    reserved = load_reserved_series() if args.data is None else None
     if args.command == "quantize":
-        print(quantize(args.version_dir, data, reserved))
+        print(quantize(args.version_dir, data))
         return
     if args.command == "baselines":
-        for part in (load_reserved_series(), data):
-            baseline_forecasts(part.series, args.cache_dir, tuple(args.methods), compute=True)
+        baseline_forecasts(data.series, args.cache_dir, tuple(args.methods), compute=True)
         return
     if args.command == "score":
-        print(score(args.version_dir, data, reserved, args.cache_dir, args.out, args.amend))
+        print(score(args.version_dir, data, None, args.cache_dir, args.out, args.amend))
         return
     if args.command in ("train", "all"):
         cfg = dataclass_from_args(TrainConfig, args)
         if args.command == "all" and cfg.baselines:
             # The baselines need only the data: fit them in a second process while this one trains.
             with ProcessPoolExecutor(max_workers=1) as background:
-                fits = background.submit(_baselines, data, reserved, args.cache_dir)
+                fits = background.submit(baseline_forecasts, data.series, args.cache_dir)
                 train(data, cfg, args.checkpoint)
                 fits.result()
         else:
             train(data, cfg, args.checkpoint)
     if args.command in ("export", "all"):
-        print(export(args.checkpoint, args.models_dir, data, args.version, args.cache_dir, args.docs_dir, reserved))
+        print(export(args.checkpoint, args.models_dir, data, args.version, args.cache_dir, args.docs_dir))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Export: evaluate a checkpoint on the test horizons (and the reserved series), write the ONNX step model, check
-parity with PyTorch, and publish `models/forecast/<version>/` with every serving rule and figure in its manifest."""
+"""Export: evaluate a checkpoint on the test horizons, write the ONNX step model, check parity with PyTorch, and
+publish `models/forecast/<version>/` with every serving rule and figure in its manifest. The functions here also
+score a held-out set passed as `reserved`: training/ never passes one (evaluation/forecast.py does, afterwards)."""
 
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def int8(version_dir: Path, serving: ForecastConfig, data: SeriesSet, reserved: 
     return variant
 
 
-def quantize(version_dir: Path, data: SeriesSet, reserved: SeriesSet | None) -> Path:
+def quantize(version_dir: Path, data: SeriesSet, reserved: SeriesSet | None = None) -> Path:
     """Add the int8 variant to a published version (`python -m training.forecast quantize`)."""
     manifest = read_manifest(version_dir)
     if data.sha256 != manifest.data.sha256:

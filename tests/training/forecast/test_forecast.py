@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from evaluation.reserved import load_reserved_series
 from service.config import Settings
 from service.families.forecast.engine import ForecastEngine, Forecaster, ForecastState, Scaling, input_features
 from service.manifest import read_manifest
@@ -23,7 +24,6 @@ from training.data.series import (
     clean_values,
     load_csv_series,
     load_default_series,
-    load_reserved_series,
     seasonal_trend,
     synthetic_series,
 )
@@ -70,8 +70,8 @@ def test_default_series_have_their_season_lengths_and_m4_horizons() -> None:
     co2 = next(s for s in data.series if s.name.startswith("statsmodels/co2"))
     assert co2.frequency == "monthly" and 500 < len(co2) < 540  # 1958-03 .. 2001-12 as monthly means
     assert load_default_series().sha256 == data.sha256  # deterministic
-    # The reserved R collections are read by training/ only to score them: none is in the training data, under
-    # its own name or as the same run of values under another (R's co2 and sunspots are the statsmodels records).
+    # The reserved R collections (read only by evaluation/): none is in the training data, under its own name or
+    # as the same run of values under another (R's co2 and sunspots are the statsmodels records).
     reserved = load_reserved_series().series
     assert reserved and not any(s.collection in ("datasets", "forecast") for s in data.series)
     assert not names & {s.name for s in reserved}
@@ -82,6 +82,23 @@ def test_default_series_have_their_season_lengths_and_m4_horizons() -> None:
             and np.any(np.all(np.lib.stride_tricks.sliding_window_view(s.values, 12) == head, axis=1))
             for s in data.series
         ), f"{r.name}: its values are in the training data"
+
+
+def test_training_code_never_reads_the_reserved_collections() -> None:
+    """training/ neither names the reserved R collections nor imports what reads them (evaluation/ does both)."""
+    import ast
+
+    from evaluation.reserved import RESERVED_CATALOGUE
+
+    reserved = {e.collection for e in RESERVED_CATALOGUE}
+    for path in (Path(__file__).resolve().parents[3] / "training").rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(m.startswith("evaluation") for m in modules), f"{path} imports {modules}"
+            if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+                assert node.args[0].value not in reserved, f"{path}:{node.lineno} names a reserved collection"
 
 
 def test_csv_series_with_season_lengths(tmp_path: Path) -> None:

@@ -32,8 +32,9 @@ from training.forecast.model import QuantileLSTM
 
 BASELINES = ("ets", "arima", "theta")
 # Fitted when missing from the cache; ARIMA is read from the cache only (`python -m training.forecast baselines`
-# fits it: 2-100 s per series, ~40 minutes for all 285 on one busy core); a block is given an ARIMA mean only when
-# every series of it has a fit.
+# fits it on the test series, `python -m evaluation.forecast --methods ets arima theta` on the reserved ones: 2-300 s
+# per series, ~46 minutes for all 285 on one busy core); a block is given an ARIMA mean only when every series of it
+# has a fit.
 COMPUTED_BASELINES = ("ets", "theta")
 BASELINE_CACHE = "forecast-baselines"  # under the cache dir: one JSON-lines file per method
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from ...batching import QueueFullError
 from ...dependencies import RequestIdDep, RuntimeDep, SettingsDep, engine_for
 from ...errors import FeatureUnavailable, ModelUnavailable, Overloaded, documented
+from ...schemas import ModelRef
 from ...sessions import SessionBusyError, SessionNotFoundError, SessionStoreUnavailable
 from . import service
 from .engine import NAME, WordLMEngine
@@ -156,7 +157,7 @@ async def _events(gen: service.Generation, rid: str | None) -> AsyncIterator[str
                                           "generation failed (see the server log for this request id)"))  # fmt: skip
             return
         yield sse("done", DoneEvent(finish_reason=gen.finish_reason, usage=gen.usage(),
-                                    model=service.model_ref(gen.engine),
+                                    model=ModelRef.of(gen.engine.model),
                                     session_id=gen.session.id if gen.session else None))  # fmt: skip
     finally:
         gen.cancel()  # no-op when it finished; releases the session either way

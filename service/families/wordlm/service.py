@@ -60,10 +60,6 @@ log = logging.getLogger(__name__)
 DECIMALS = 6  # activations are float32: more digits would be noise
 
 
-def model_ref(engine: WordLMEngine) -> ModelRef:
-    return ModelRef.of(engine.model)
-
-
 def limits(engine: WordLMEngine, settings: Settings) -> dict[str, Any]:
     return {"max_prompt_tokens": settings.max_prompt_tokens, "max_new_tokens": MAX_NEW_TOKENS,
             "vocab_size": len(engine.vocab.itos), "max_inspect_tokens": MAX_INSPECT_TOKENS,
@@ -146,7 +142,7 @@ class Generation:
         text: str = self.job.generation.text  # type: ignore[attr-defined]
         session_id = self.session.id if self.session else None
         return GenerateResponse(text=text, finish_reason=self.finish_reason, usage=self.usage(),
-                                model=model_ref(self.engine), session_id=session_id)  # fmt: skip
+                                model=ModelRef.of(self.engine.model), session_id=session_id)  # fmt: skip
 
     async def pieces(self) -> AsyncIterator[list[str]]:
         """The text as it is decoded, in pieces; ends when the generation does (or never got a slot). Each item
@@ -294,7 +290,7 @@ def next_words(engine: WordLMEngine, body: NextWordRequest, max_tokens: int) -> 
     text = encode(engine, body.text, "text", max_tokens)
     words = engine.next_words(text, body.k)
     return NextWordResponse(words=[WordProbability(word=w, probability=p) for w, p in words],
-                            unknown_tokens=text.unknown, model=model_ref(engine))  # fmt: skip
+                            unknown_tokens=text.unknown, model=ModelRef.of(engine.model))  # fmt: skip
 
 
 # ---- inspection ---------------------------------------------------------------------------------------------
@@ -324,7 +320,7 @@ def inspect(inspector: Inspector, body: InspectRequest) -> InspectResponse:
     except InspectionUnavailable as exc:
         raise FeatureUnavailable(str(exc)) from exc
     mode: Literal["neurons", "top_k"] = "neurons" if body.neurons else "top_k"
-    return inspect_response(inspection, mode, inspector.engine.vocab.unk_id, model_ref(inspector.engine))
+    return inspect_response(inspection, mode, inspector.engine.vocab.unk_id, ModelRef.of(inspector.engine.model))
 
 
 def inspect_response(
@@ -384,4 +380,4 @@ def neighbors(inspector: Inspector, word: str, k: int) -> NeighborsResponse:
     except UnknownWord as exc:
         raise NotFound(str(exc)) from exc
     near = [Neighbor(word=w, similarity=round(s, DECIMALS)) for w, s in found]
-    return NeighborsResponse(word=tokens[0], neighbors=near, model=model_ref(inspector.engine))
+    return NeighborsResponse(word=tokens[0], neighbors=near, model=ModelRef.of(inspector.engine.model))
